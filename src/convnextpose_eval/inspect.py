@@ -1,0 +1,72 @@
+"""``python -m convnextpose_eval.inspect FILE_OR_DIR [--json]``: say what a checkpoint holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .checkpoints import infer_arch, match_variant, read_checkpoint
+from .errors import EvalError, one_line
+from .variants import released_specs
+
+
+def describe(path: str) -> dict[str, Any]:
+    """The architecture and provenance a checkpoint implies, as plain data."""
+    ckpt = read_checkpoint(path)
+    known = released_specs()
+    spec = infer_arch(ckpt, known)
+    num_params = sum(t.numel() for k, t in ckpt.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    return {
+        "variant": match_variant(spec, known),
+        "depths": list(spec.depths),
+        "dims": list(spec.dims),
+        "head_channels": spec.head_channels,
+        "head_upsample": list(spec.head_upsample),
+        "depth_dim": spec.depth_dim,
+        "heatmap_size": spec.heatmap_size,
+        "joint_num": spec.joint_num,
+        "epoch": ckpt.epoch,
+        "key_style": ckpt.key_style,
+        "num_params": num_params,
+        "sha256": ckpt.sha256,
+        "path": str(ckpt.path),
+    }
+
+
+def _format(info: dict[str, Any]) -> str:
+    rows = [
+        ("file", info["path"]),
+        ("variant", info["variant"] or "none (matches no released variant)"),
+        ("depths", ",".join(map(str, info["depths"]))),
+        ("dims", ",".join(map(str, info["dims"]))),
+        ("head channels", info["head_channels"]),
+        ("head upsampling", ",".join("up" if u else "none" for u in info["head_upsample"])),
+        ("depth_dim", info["depth_dim"]),
+        ("heatmap", f"{info['heatmap_size']}x{info['heatmap_size']}"),
+        ("joints", info["joint_num"]),
+        ("epoch", info["epoch"]),
+        ("key style", info["key_style"]),
+        ("parameters", f"{info['num_params']:,}"),
+        ("sha256", info["sha256"]),
+    ]
+    return "\n".join(f"{name:<16}{value}" for name, value in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convnextpose_eval.inspect", description=__doc__)
+    parser.add_argument("path", help="a ConvNeXtPose_*.tar, snapshot_N.pth(.tar), state dict, or unzipped snapshot folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        info = describe(args.path)
+    except EvalError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(json.dumps(info) if args.json else _format(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""One evaluation from a composed Hydra config: checkpoint -> module + datamodule -> trainer.test -> files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from .atomic import atomic_write_json, check_writable
+from .checkpoints import locate_checkpoint
+from .data.datamodule import H36MDataModule
+from .data.sample import MARKER as SAMPLE_MARKER, ensure_sample
+from .errors import ConfigError, EvalError, one_line
+from .module import PoseEvaluator
+from .report import format_summary
+from .results import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE, ResultWriter
+
+
+def _externally_launched() -> bool:
+    """True when a cluster launcher (torchrun, SLURM's srun, LSF, MPI) already started one process per rank."""
+    from lightning_fabric.plugins.environments import LSFEnvironment, MPIEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    return any(env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment)) or (
+        "OMPI_COMM_WORLD_SIZE" in os.environ and MPIEnvironment.detect()
+    )
+
+
+def build_trainer(trainer_cfg: DictConfig) -> pl.Trainer:
+    """A test-only Trainer. ``ddp`` launched from a plain shell uses spawned processes.
+
+    Lightning's default DDP launcher re-runs ``sys.argv`` for each extra rank; under
+    Hydra that re-runs a ``-m`` sweep in every child and puts them in the wrong
+    folder. Spawning starts the ranks from this process instead, so a single run
+    and a sweep job behave the same; under torchrun or SLURM the ranks already exist.
+    """
+    strategy: Any = trainer_cfg.strategy
+    if strategy == "ddp" and not _externally_launched():
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = DDPStrategy(start_method="spawn")
+    return pl.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=strategy,
+        precision=trainer_cfg.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=trainer_cfg.progress_bar,
+        use_distributed_sampler=False,
+        inference_mode=True,
+    )
+
+
+def _pin_memory(cfg: DictConfig) -> bool:
+    if cfg.data.pin_memory is not None:
+        return bool(cfg.data.pin_memory)
+    import torch
+
+    return torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+
+
+def _meta(cfg: DictConfig) -> dict[str, Any]:
+    paper = cfg.variant.get("paper")
+    return {
+        "variant": cfg.variant.name,
+        "protocol": int(cfg.data.protocol),
+        "flip_test": bool(cfg.flip_test),
+        "use_gt_info": bool(cfg.data.use_gt_info),
+        "synthetic": bool(cfg.data.synthetic) or (Path(cfg.data.root).expanduser() / SAMPLE_MARKER).is_file(),
+        "oracle": bool(cfg.oracle),
+        "paper": OmegaConf.to_container(paper, resolve=True) if paper is not None else None,
+        "data_root": str(Path(cfg.data.root).expanduser().resolve()),
+    }
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure."""
+    try:
+        check_writable(output_dir)
+    except OSError as exc:
+        raise ConfigError(f"{output_dir}: output folder not writable ({exc.strerror or exc})") from None
+    for name in (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE):
+        (output_dir / name).unlink(missing_ok=True)
+
+    if cfg.data.synthetic:
+        ensure_sample(Path(cfg.data.root))
+
+    ckpt_path = None
+    if not (cfg.oracle and not cfg.ckpt_path):
+        ckpt_path = locate_checkpoint(
+            cfg.ckpt_path,
+            cfg.variant.checkpoint.file,
+            Path(cfg.paths.checkpoint_dir),
+            cfg.checkpoint_source.drive_folder_id,
+            download=cfg.download,
+        )
+    writer = ResultWriter(str(output_dir), _meta(cfg), [tuple(band) for band in cfg.report.tolerance_bands])
+    module = PoseEvaluator(
+        variant=OmegaConf.to_container(cfg.variant, resolve=True),
+        ckpt_path=str(ckpt_path) if ckpt_path else None,
+        flip_test=cfg.flip_test,
+        channels_last=cfg.channels_last,
+        oracle=cfg.oracle,
+        on_results=writer,
+    )
+    module.configure_network()  # checkpoint and architecture fail here, before any data is read
+    datamodule = H36MDataModule(
+        root=cfg.data.root,
+        protocol=cfg.data.protocol,
+        use_gt_info=cfg.data.use_gt_info,
+        input_size=module.arch.input_size,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        pin_memory=_pin_memory(cfg),
+        crop_cache_dir=cfg.data.crop_cache_dir if cfg.data.crop_cache else None,
+        index_cache_dir=cfg.data.index_cache_dir,
+    )
+    datamodule.setup("test")  # annotations and images are checked here, before any process is spawned
+    trainer = build_trainer(cfg.trainer)
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except EvalError:
+        raise
+    except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped
+        if "convnextpose_eval.errors" in str(exc) or isinstance(exc, EvalError):
+            raise EvalError(one_line(exc)) from None
+        raise
+    results_path = output_dir / RESULTS_FILE
+    if not results_path.is_file():
+        raise EvalError(f"{results_path}: the run finished without writing results")
+    with open(results_path) as handle:
+        return json.load(handle)
+
+
+def _internal_error(exc: Exception, output_dir: Path) -> str:
+    """A bug or an unforeseen failure: one line on the console, the traceback in the job folder."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    try:
+        (output_dir / "traceback.txt").write_text(text)
+        where = f"; traceback in {output_dir / 'traceback.txt'}"
+    except OSError:
+        where = ""
+    return f"unexpected {type(exc).__name__}: {one_line(exc)}{where}"
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any] | None:
+    """Hydra task: evaluate, print the summary; on failure print one line and exit non-zero.
+
+    Inside a ``-m`` sweep a failure is recorded in ``failure.json`` instead of
+    exiting, so the remaining jobs run and the sweep report lists it.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        results = evaluate(cfg, output_dir)
+    except Exception as exc:
+        reason = one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
+        print(f"error: {reason}", file=sys.stderr)
+        if not in_sweep:
+            sys.exit(2)
+        try:
+            atomic_write_json(output_dir / FAILURE_FILE, {"variant": cfg.variant.name, "status": "failed", "error": reason})
+        except OSError:
+            pass  # the sweep report lists a job folder without results as failed anyway
+        return None
+    print(format_summary(results))
+    print(f"results: {output_dir / RESULTS_FILE}")
+    return results

@@ -1,0 +1,136 @@
+"""Shared fixtures: the variant configs, one randomized network per variant, and released-style checkpoints.
+
+The checkpoint files are written here by hand, the way the authors' files are
+(REFERENCE.md section 1), not with the project's own writer: ``torch.save`` of
+``{'epoch', 'network', 'optimizer'}`` to ``snapshot_N.pth.tar`` with
+DataParallel ``module.`` keys, storages re-tagged as saved on ``cuda:0``,
+legacy head names for M/L, then renamed to ``ConvNeXtPose_<V>.tar``.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from convnextpose_eval.model import ArchSpec, ConvNeXtPose
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+VARIANTS = ("XS", "S", "M", "L")
+# REFERENCE.md section 2: the epoch stored in each released file, and which use legacy head key names.
+RELEASED_EPOCH = {"XS": 68, "S": 67, "M": 70, "L": 83}
+LEGACY_HEAD_KEYS = {"XS": False, "S": False, "M": True, "L": True}
+
+_CPU_TAG = b"X\x03\x00\x00\x00cpu"  # protocol-2 BINUNICODE 'cpu'
+_CUDA_TAG = b"X\x06\x00\x00\x00cuda:0"
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def variant_cfgs() -> dict[str, dict]:
+    """conf/variant/<V>.yaml as plain dicts, read directly with OmegaConf."""
+    return {name: OmegaConf.to_container(OmegaConf.load(CONF_DIR / "variant" / f"{name}.yaml"), resolve=True) for name in VARIANTS}
+
+
+@pytest.fixture(scope="session")
+def auto_variant_cfg() -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "variant" / "auto.yaml"), resolve=True)
+
+
+@pytest.fixture(scope="session")
+def known_specs(variant_cfgs) -> dict[str, ArchSpec]:
+    return {name: ArchSpec.from_variant(cfg) for name, cfg in variant_cfgs.items()}
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    """Random conv weights (torch's init) and random BN affine and running stats, moderate enough to stay finite."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.05)
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.num_batches_tracked.fill_(1000 + seed)
+
+
+@pytest.fixture(scope="session")
+def source_networks(known_specs) -> dict[str, ConvNeXtPose]:
+    """One network per variant, built once per session, with random weights and BN stats, in eval mode."""
+    networks = {}
+    for seed, name in enumerate(VARIANTS):
+        torch.manual_seed(1000 + seed)
+        model = ConvNeXtPose(known_specs[name])
+        _randomize(model, seed)
+        networks[name] = model.eval()
+    return networks
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> torch.Tensor:
+    """A small random batch (2 images of 64x64): enough to exercise every weight, cheap on CPU."""
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture(scope="session")
+def source_outputs(source_networks, sample_images) -> dict[str, torch.Tensor]:
+    outputs = {}
+    with torch.no_grad():
+        for name, model in source_networks.items():
+            out = model(sample_images)
+            assert torch.isfinite(out).all(), name
+            outputs[name] = out
+    return outputs
+
+
+def _legacy_name(key: str) -> str:
+    return re.sub(r"^(head\.deconv_layers_\d+)\.(dwconv|norm|pwconv)\.", lambda m: f"{m.group(1)}.{'dwconv norm pwconv'.split().index(m.group(2))}.", key)
+
+
+def write_released_by_hand(state_dict: dict, folder: Path, variant: str) -> Path:
+    """Write ``ConvNeXtPose_<variant>.tar`` as the authors' file is laid out (see module docstring)."""
+    epoch = RELEASED_EPOCH[variant]
+    snapshot = folder / f"snapshot_{epoch}.pth.tar"
+    network = {}
+    for key, value in state_dict.items():
+        name = _legacy_name(key) if LEGACY_HEAD_KEYS[variant] else key
+        network[f"module.{name}"] = value.detach().clone()
+    torch.save({"epoch": epoch, "network": network, "optimizer": {"state": {}, "param_groups": []}}, snapshot)
+    with zipfile.ZipFile(snapshot) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    pickles = [data for info, data in entries if info.filename == f"snapshot_{epoch}.pth/data.pkl"]
+    assert len(pickles) == 1 and _CPU_TAG in pickles[0], "torch.save layout changed: no 'cpu' storage tag to patch"
+    with zipfile.ZipFile(snapshot, "w", compression=zipfile.ZIP_STORED) as archive:
+        for info, data in entries:
+            if info.filename.endswith("/data.pkl"):
+                data = data.replace(_CPU_TAG, _CUDA_TAG)
+                assert _CPU_TAG not in data and _CUDA_TAG in data
+            archive.writestr(info, data)
+    target = folder / f"ConvNeXtPose_{variant}.tar"
+    snapshot.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def released_files(tmp_path_factory, source_networks) -> dict[str, Path]:
+    """Variant -> a hand-written ``ConvNeXtPose_<V>.tar`` holding that variant's source network."""
+    folder = tmp_path_factory.mktemp("released")
+    files = {}
+    for name, model in source_networks.items():
+        sub = folder / name
+        sub.mkdir()
+        files[name] = write_released_by_hand(model.state_dict(), sub, name)
+    return files

@@ -1,0 +1,84 @@
+"""``python -m convnextpose_eval.inspect FILE [--json]`` on hand-written released-style files (INTERFACE.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import PROJECT_ROOT, RELEASED_EPOCH, VARIANTS
+
+# REFERENCE.md section 2.
+EXPECTED = {
+    "XS": {"depths": [2, 2, 6, 2], "dims": [40, 80, 160, 320], "head_channels": 128, "depth_dim": 32, "key_style": "modern", "num_params": 3_528_008},
+    "S": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 384], "head_channels": 256, "depth_dim": 32, "key_style": "modern", "num_params": 7_438_976},
+    "M": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 384], "head_channels": 256, "depth_dim": 64, "key_style": "legacy", "num_params": 7_587_008},
+    "L": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 384], "head_channels": 512, "depth_dim": 64, "key_style": "legacy", "num_params": 8_380_352},
+}
+JSON_KEYS = {"variant", "depths", "dims", "head_channels", "depth_dim", "joint_num", "epoch", "key_style", "num_params"}
+
+
+@pytest.fixture(scope="module")
+def inspect_runs(tmp_path_factory, released_files):
+    """Every invocation started at once (each pays torch's import time), then collected: name -> (code, out, err, path)."""
+    folder = tmp_path_factory.mktemp("inspect")
+    unzipped = folder / "unzipped_M"
+    with zipfile.ZipFile(released_files["M"]) as archive:
+        archive.extractall(unzipped)
+    bad = folder / "ConvNeXtPose_L.tar"
+    bad.write_text("<!DOCTYPE html><html>Google Drive: too many users have viewed this file</html>\n")
+    jobs = {f"json_{name}": [str(released_files[name]), "--json"] for name in VARIANTS}
+    jobs["text_unzipped_M"] = [str(unzipped / f"snapshot_{RELEASED_EPOCH['M']}.pth")]
+    jobs["bad_json"] = [str(bad), "--json"]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
+    started = {
+        key: (
+            subprocess.Popen(
+                [sys.executable, "-m", "convnextpose_eval.inspect", *args],
+                cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ),
+            args[0],
+        )
+        for key, args in jobs.items()
+    }
+    results = {}
+    for key, (process, path) in started.items():
+        out, err = process.communicate(timeout=300)
+        results[key] = (process.returncode, out, err, path)
+    return results
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_json_describes_the_checkpoint(name, inspect_runs):
+    code, out, err, _ = inspect_runs[f"json_{name}"]
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out  # one JSON object
+    info = json.loads(lines[0])
+    assert isinstance(info, dict)
+    assert JSON_KEYS <= info.keys()
+    expected = dict(EXPECTED[name], variant=name, joint_num=18, epoch=RELEASED_EPOCH[name])
+    assert {k: info[k] for k in JSON_KEYS} == expected
+
+
+def test_text_form_names_the_variant(inspect_runs):
+    code, out, err, path = inspect_runs["text_unzipped_M"]
+    assert code == 0, err
+    variant_lines = [line for line in out.splitlines() if line.lower().startswith("variant")]
+    assert len(variant_lines) == 1 and variant_lines[0].split()[-1] == "M", out
+    tokens = {token.replace(",", "").replace("_", "") for token in out.split()}
+    assert {"64", "legacy", "7587008"} <= tokens, out  # depth_dim, key style, parameter count
+
+
+def test_bad_file_exits_non_zero_with_one_line(inspect_runs):
+    code, out, err, path = inspect_runs["bad_json"]
+    assert code != 0
+    assert out.strip() == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:") and "ConvNeXtPose_L.tar" in lines[0]
+    assert "Traceback" not in err

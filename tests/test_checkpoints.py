@@ -198,8 +198,9 @@ def test_wrong_variant_is_refused_with_advice(held, asked, released_loaded, vari
 
 
 def _skip_if_pipeline_module_missing(stderr: str) -> None:
+    """Skip (not fail) only while a pipeline module this CLI run needs has not been written yet."""
     missing = re.search(r"No module named '(convnextpose_eval[\w.]*)'", stderr)
-    if missing and importlib.util.find_spec(missing.group(1).rsplit(".", 1)[0]) is not None:
+    if missing:
         try:
             found = importlib.util.find_spec(missing.group(1))
         except ModuleNotFoundError:

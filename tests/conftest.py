@@ -134,3 +134,26 @@ def released_files(tmp_path_factory, source_networks) -> dict[str, Path]:
         sub.mkdir()
         files[name] = write_released_by_hand(model.state_dict(), sub, name)
     return files
+
+
+# --------------------------------------------------------------------------- the synthetic Human3.6M sample
+
+
+@pytest.fixture(scope="session")
+def synthetic_sample(tmp_path_factory) -> Path:
+    """The synthetic Human3.6M sample (data and checkpoints), generated once per session. Treat as read-only."""
+    from convnextpose_eval.data.sample import generate_sample
+
+    return generate_sample(tmp_path_factory.mktemp("h36m_sample") / "sample")
+
+
+@pytest.fixture()
+def copy_sample_data(synthetic_sample):
+    """``copy(dest)``: a private copy of the sample without its checkpoints (about 4 MB), for tests that alter files."""
+    import shutil
+
+    def copy(dest: Path) -> Path:
+        shutil.copytree(synthetic_sample, dest, ignore=shutil.ignore_patterns("checkpoints"))
+        return Path(dest)
+
+    return copy

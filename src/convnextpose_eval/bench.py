@@ -1,0 +1,187 @@
+"""``python -m convnextpose_eval.bench [run_eval.py overrides]``: three throughputs, side by side, one run.
+
+(a) eager_fp32_ips: the network work of an evaluation (flip test included) the plain way: NCHW float32,
+    ``torch.no_grad``, the image and its mirror as two forward passes.
+(b) inference_ips: the same work as this project does it: channels_last, ``torch.inference_mode``,
+    image and mirror in one batched forward, autocast when ``trainer.precision`` asks for it.
+(c) pipeline_ips: a whole ``trainer.test`` (reading, cropping or the crop cache, inference, metrics),
+    timed after a first pass has warmed the crop cache.
+
+(a) and (b) run on the same decoded crops, held in memory, and their outputs are compared. Each
+measurement is repeated ``bench.repeats`` times and the fastest repeat counts. Under a reduced
+``trainer.precision`` the pipeline also runs in float32 to report the MPJPE change. The last line
+printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Subset
+
+from .checkpoints import locate_checkpoint
+from .data.datamodule import H36MDataModule
+from .errors import EvalError, one_line
+from .evaluate import build_trainer
+from .model import ConvNeXtPose
+from .module import PIXEL_MEAN, PIXEL_STD, PoseEvaluator
+from .variants import config_dir
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The same composition run_eval.py does, without starting a Hydra job."""
+    from hydra import compose, initialize_config_dir
+
+    os.environ.setdefault("CONVNEXTPOSE_EVAL_ROOT", str(config_dir().parent))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="eval", overrides=overrides)
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _autocast(cfg: DictConfig, device: torch.device):
+    precision = str(cfg.trainer.precision)
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext()
+
+
+def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_bench(cfg: DictConfig) -> dict[str, object]:
+    if cfg.data.synthetic:
+        from .data.sample import ensure_sample
+
+        ensure_sample(Path(cfg.data.root))
+    ckpt = locate_checkpoint(
+        cfg.ckpt_path, cfg.variant.checkpoint.file, Path(cfg.paths.checkpoint_dir),
+        cfg.checkpoint_source.drive_folder_id, download=cfg.download,
+    )  # fmt: skip
+    module = PoseEvaluator(OmegaConf.to_container(cfg.variant, resolve=True), str(ckpt), flip_test=True, channels_last=cfg.channels_last)
+    module.configure_network()
+    datamodule = H36MDataModule(
+        root=cfg.data.root, protocol=cfg.data.protocol, use_gt_info=cfg.data.use_gt_info,
+        input_size=module.arch.input_size, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
+        pin_memory=bool(cfg.data.pin_memory), crop_cache_dir=cfg.data.crop_cache_dir if cfg.data.crop_cache else None,
+        index_cache_dir=cfg.data.index_cache_dir,
+    )  # fmt: skip
+    datamodule.setup("test")
+    if cfg.bench.images and cfg.bench.images < len(datamodule.dataset):
+        datamodule.dataset = Subset(datamodule.dataset, range(int(cfg.bench.images)))
+    count = len(datamodule.dataset)
+    device = _device(cfg)
+    repeats = int(cfg.bench.repeats)
+
+    trainer_cfg = OmegaConf.merge(cfg.trainer, {"progress_bar": False})
+    scores: dict[str, float] = {}
+    module.on_results = lambda payload: scores.update(mpjpe=float(payload["scores"]["mpjpe"]["overall"]))
+
+    def pipeline(precision: str | None = None) -> None:
+        settings = OmegaConf.merge(trainer_cfg, {"precision": precision}) if precision else trainer_cfg
+        build_trainer(settings).test(module, datamodule=datamodule, verbose=False)
+
+    pipeline()  # warm the crop cache, the allocator and the worker start-up paths
+    images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
+    batches = [images[i : i + cfg.data.batch_size] for i in range(0, count, cfg.data.batch_size)]
+
+    eager = ConvNeXtPose(module.arch).eval().to(device)
+    eager.load_state_dict(module.network.state_dict())
+    mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+    flip_order = module.flip_order.to(device)
+    size = module.arch.heatmap_size
+
+    def eager_pass() -> None:
+        with torch.no_grad():
+            for batch in batches:
+                x = (batch.to(device).float() - mean) / std
+                plain, mirrored = eager(x), eager(torch.flip(x, dims=[3]))[:, flip_order]
+                mirrored[..., 0] = size - 1 - mirrored[..., 0]
+                (plain + mirrored) / 2
+
+    module.to(device)
+
+    def inference_pass() -> None:
+        with torch.inference_mode(), _autocast(cfg, device):
+            for batch in batches:
+                module.predict_coords(batch.to(device, non_blocking=True))
+
+    with torch.inference_mode(), _autocast(cfg, device):
+        fast = module.predict_coords(batches[0].to(device)).float()
+    with torch.no_grad():
+        x = (batches[0].to(device).float() - mean) / std
+        plain, mirrored = eager(x), eager(torch.flip(x, dims=[3]))[:, flip_order]
+        mirrored[..., 0] = size - 1 - mirrored[..., 0]
+        coord_diff = float(((plain + mirrored) / 2 - fast).abs().max())
+
+    eager_pass()
+    inference_pass()
+    eager_s = _best_time(eager_pass, repeats, device)
+    inference_s = _best_time(inference_pass, repeats, device)
+    pipeline_s = _best_time(pipeline, repeats, device)
+    mpjpe = scores["mpjpe"]
+    reduced_precision = not str(cfg.trainer.precision).startswith("32")
+    if reduced_precision:
+        pipeline("32-true")
+    return {
+        "variant": str(cfg.variant.name),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
+        "batch_size": int(cfg.data.batch_size),
+        "num_images": count,
+        "eager_fp32_ips": count / eager_s,
+        "inference_ips": count / inference_s,
+        "pipeline_ips": count / pipeline_s,
+        "inference_vs_eager": eager_s / inference_s,
+        "pipeline_vs_inference": inference_s / pipeline_s,
+        "precision": str(cfg.trainer.precision),
+        "max_coord_diff_vs_eager": coord_diff,
+        "mpjpe": mpjpe,
+        "mpjpe_change_vs_fp32": mpjpe - scores["mpjpe"] if reduced_precision else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = run_bench(compose_config(overrides))
+    except EvalError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"{'measurement':<44}{'images/s':>10}")
+    print(f"{'(a) eager NCHW fp32, two forwards':<44}{result['eager_fp32_ips']:>10.2f}")
+    print(f"{'(b) project inference settings':<44}{result['inference_ips']:>10.2f}   {result['inference_vs_eager']:.2f}x (a)")
+    print(f"{'(c) whole pipeline, crop cache warm':<44}{result['pipeline_ips']:>10.2f}   {result['pipeline_vs_inference']:.2f}x (b)")
+    print(f"heatmap coordinates vs (a): max |diff| {result['max_coord_diff_vs_eager']:.2e}; MPJPE {result['mpjpe']:.2f} mm "
+          f"({result['precision']}, change vs fp32 {result['mpjpe_change_vs_fp32']:+.3f} mm)")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -96,8 +96,12 @@ def source_outputs(source_networks, sample_images) -> dict[str, torch.Tensor]:
     return outputs
 
 
-def _legacy_name(key: str) -> str:
-    return re.sub(r"^(head\.deconv_layers_\d+)\.(dwconv|norm|pwconv)\.", lambda m: f"{m.group(1)}.{'dwconv norm pwconv'.split().index(m.group(2))}.", key)
+_LEGACY_INDEX = {"dwconv": 0, "norm": 1, "pwconv": 2}
+
+
+def legacy_head_name(key: str) -> str:
+    """``head.deconv_layers_N.dwconv/.norm/.pwconv`` -> ``.0/.1/.2``, as the M/L files name them."""
+    return re.sub(r"^(head\.deconv_layers_\d+)\.(dwconv|norm|pwconv)\.", lambda m: f"{m.group(1)}.{_LEGACY_INDEX[m.group(2)]}.", key)
 
 
 def write_released_by_hand(state_dict: dict, folder: Path, variant: str) -> Path:
@@ -106,7 +110,7 @@ def write_released_by_hand(state_dict: dict, folder: Path, variant: str) -> Path
     snapshot = folder / f"snapshot_{epoch}.pth.tar"
     network = {}
     for key, value in state_dict.items():
-        name = _legacy_name(key) if LEGACY_HEAD_KEYS[variant] else key
+        name = legacy_head_name(key) if LEGACY_HEAD_KEYS[variant] else key
         network[f"module.{name}"] = value.detach().clone()
     torch.save({"epoch": epoch, "network": network, "optimizer": {"state": {}, "param_groups": []}}, snapshot)
     with zipfile.ZipFile(snapshot) as archive:
@@ -157,3 +161,17 @@ def copy_sample_data(synthetic_sample):
         return Path(dest)
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def sample_eval_root(tmp_path_factory) -> Path:
+    """A CONVNEXTPOSE_EVAL_ROOT whose outputs/sample holds a freshly generated synthetic sample (seed 0).
+
+    Runs of ``run_eval.py experiment=demo`` with this root read the sample and its
+    checkpoints from there and keep their caches under its outputs/. Treat the sample as read-only.
+    """
+    from convnextpose_eval.data.sample import generate_sample
+
+    root = tmp_path_factory.mktemp("eval_root")
+    generate_sample(root / "outputs" / "sample")
+    return root

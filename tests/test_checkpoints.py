@@ -24,8 +24,14 @@ from pathlib import Path
 import gdown
 import pytest
 import torch
+from conftest import (
+    LEGACY_HEAD_KEYS,
+    PROJECT_ROOT,
+    RELEASED_EPOCH,
+    VARIANTS,
+    legacy_head_name,
+)
 
-from conftest import LEGACY_HEAD_KEYS, PROJECT_ROOT, RELEASED_EPOCH, VARIANTS
 from convnextpose_eval.checkpoints import (
     infer_arch,
     load_weights,
@@ -88,12 +94,10 @@ def checkpoint_forms(tmp_path_factory, released_files, source_networks, variant_
         forms[name, "unzipped_snapshot_dir"] = unzipped / f"snapshot_{epoch}.pth"
         forms[name, "unzipped_parent_dir"] = unzipped
         state = source_networks[name].state_dict()
-        legacy = {}  # what the released file's 'network' entry holds: module. keys, legacy head names for M/L
+        network_entry = {}  # what the released file's 'network' entry holds: module. keys, legacy head names for M/L
         for key, value in state.items():
-            if LEGACY_HEAD_KEYS[name]:
-                key = re.sub(r"^(head\.deconv_layers_\d)\.(dwconv|norm|pwconv)\.", lambda m: f"{m.group(1)}.{['dwconv', 'norm', 'pwconv'].index(m.group(2))}.", key)
-            legacy[f"module.{key}"] = value.clone()
-        torch.save(legacy, folder / "bare_module.pth")
+            network_entry[f"module.{legacy_head_name(key) if LEGACY_HEAD_KEYS[name] else key}"] = value.clone()
+        torch.save(network_entry, folder / "bare_module.pth")
         forms[name, "bare_module_keys"] = folder / "bare_module.pth"
         torch.save({k: v.clone() for k, v in state.items()}, folder / "bare_plain.pth")
         forms[name, "bare_plain_keys"] = folder / "bare_plain.pth"

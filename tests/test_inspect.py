@@ -9,7 +9,6 @@ import sys
 import zipfile
 
 import pytest
-
 from conftest import PROJECT_ROOT, RELEASED_EPOCH, VARIANTS
 
 # REFERENCE.md section 2.
@@ -66,7 +65,7 @@ def test_json_describes_the_checkpoint(name, inspect_runs):
 
 
 def test_text_form_names_the_variant(inspect_runs):
-    code, out, err, path = inspect_runs["text_unzipped_M"]
+    code, out, err, _ = inspect_runs["text_unzipped_M"]
     assert code == 0, err
     variant_lines = [line for line in out.splitlines() if line.lower().startswith("variant")]
     assert len(variant_lines) == 1 and variant_lines[0].split()[-1] == "M", out
@@ -75,7 +74,7 @@ def test_text_form_names_the_variant(inspect_runs):
 
 
 def test_bad_file_exits_non_zero_with_one_line(inspect_runs):
-    code, out, err, path = inspect_runs["bad_json"]
+    code, out, err, _ = inspect_runs["bad_json"]
     assert code != 0
     assert out.strip() == ""
     lines = [line for line in err.splitlines() if line.strip()]

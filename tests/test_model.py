@@ -6,12 +6,18 @@ import math
 
 import pytest
 import torch
+from conftest import CONF_DIR, VARIANTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, VARIANTS
-from convnextpose_eval.model import ArchSpec, ConvNeXtPose, count_macs, count_parameters, soft_argmax_3d
+from convnextpose_eval.model import (
+    ArchSpec,
+    ConvNeXtPose,
+    count_macs,
+    count_parameters,
+    soft_argmax_3d,
+)
 
 # REFERENCE.md section 2 (verified by building the network upstream) and the paper.
 PARAMS = {"XS": 3_528_008, "S": 7_438_976, "M": 7_587_008, "L": 8_380_352}
@@ -76,7 +82,7 @@ def full_size_runs(source_networks):
     for name in VARIANTS:
         model = source_networks[name]
         seen = []
-        hook = model.head.final_layer.register_forward_hook(lambda mod, inp, out: seen.append(tuple(out.shape)))
+        hook = model.head.final_layer.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append(tuple(out.shape)))
         try:
             macs = count_macs(model)
         finally:

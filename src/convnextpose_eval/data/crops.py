@@ -92,17 +92,20 @@ class CropCache:
         path = self._path(image_path, bbox, size)
         try:
             patch = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: an empty file (a write lost in a crash)
             return None
         return patch if patch.shape == (size, size, 3) and patch.dtype == np.uint8 else None
 
     def store(self, image_path: Path, bbox: np.ndarray, size: int, patch: np.ndarray) -> None:
         path = self._path(image_path, bbox, size)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as handle:
                 np.save(handle, patch, allow_pickle=False)
             os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs speed
+        except OSError:  # a cache that cannot be written only costs speed
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass

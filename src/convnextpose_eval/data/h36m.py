@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -205,7 +207,7 @@ def _load_cached_index(path: Path) -> TestIndex | None:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return TestIndex(**{f.name: archive[f.name] for f in fields(TestIndex)})
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # a damaged cache is rebuilt
         return None
 
 

@@ -1,0 +1,178 @@
+"""End-to-end runs of run_eval.py on the generated sample: DDP exactness, sweeps, reports, oracle, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from convnextpose_eval.data.sample import generate_sample
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled")
+XS_P1 = ("experiment=demo", "variant=XS", "data.protocol=1")
+DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+
+
+@pytest.fixture(scope="module")
+def env_root(tmp_path_factory) -> Path:
+    """A project root for outputs, caches and the sample, outside the checkout."""
+    root = tmp_path_factory.mktemp("evalroot")
+    generate_sample(root / "outputs" / "sample")
+    return root
+
+
+def run_cli(env_root: Path, *args: str, timeout: float = 600, module: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CONVNEXTPOSE_EVAL_ROOT": str(env_root), "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    command = [sys.executable, "-m", module] if module else [sys.executable, str(PROJECT_ROOT / "run_eval.py")]
+    quiet = ["trainer.progress_bar=false"] if module is None else []
+    return subprocess.run(
+        [*command, *args, *quiet], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def assert_same_scores(a: dict, b: dict, tol: float) -> None:
+    assert a["num_samples"] == b["num_samples"]
+    for name in METRICS:
+        assert abs(a["metrics"][name] - b["metrics"][name]) < tol, name
+    for action, scores in a["per_action"].items():
+        assert scores["num_samples"] == b["per_action"][action]["num_samples"], action
+        for name in METRICS:
+            assert abs(scores[name] - b["per_action"][action][name]) < tol, (action, name)
+
+
+@pytest.fixture(scope="module")
+def single_xs(env_root) -> dict:
+    """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process."""
+    out = env_root / "single_xs"
+    done = run_cli(env_root, *XS_P1, f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr
+    return read(out / "results.json")
+
+
+def test_single_run_counts_every_image_once(env_root, single_xs):
+    predictions = read(env_root / "single_xs" / "predictions.json")
+    ids = [p["image_id"] for p in predictions]
+    assert single_xs["num_samples"] == len(ids) == len(set(ids)) == 23
+    assert sum(a["num_samples"] for a in single_xs["per_action"].values()) == 23
+    assert single_xs["synthetic"] is True
+    assert all(len(p["joint_cam"]) == 17 for p in predictions)
+
+
+def test_ddp_two_processes_equal_one_process(env_root, single_xs):
+    out = env_root / "ddp_xs"
+    done = run_cli(env_root, *XS_P1, *DDP, f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr
+    results = read(out / "results.json")
+    assert results["throughput"]["devices"] == 2
+    assert_same_scores(results, single_xs, tol=1e-4)
+    predictions = read(out / "predictions.json")
+    assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(env_root / "single_xs" / "predictions.json")]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["predictions.json", "results.json", "run_eval.log"]
+
+
+def test_ddp_inside_a_sweep_writes_one_folder_per_job(env_root, single_xs):
+    sweep = env_root / "sweep_ddp"
+    done = run_cli(env_root, "-m", "experiment=demo", "variant=XS,S", "data.protocol=1", *DDP, f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_XS", "1_S"]
+    assert_same_scores(read(sweep / "0_XS" / "results.json"), single_xs, tol=1e-4)
+    assert read(sweep / "1_S" / "results.json")["num_samples"] == 23
+    # No rank re-ran the sweep or wrote into another folder.
+    assert not (env_root / "outputs" / "runs").exists()
+    assert not (env_root / "outputs" / "sweeps").exists()
+    entries = read(sweep / "benchmark_results.json")["entries"]
+    assert [(e["variant"], e["status"]) for e in entries] == [("XS", "ok"), ("S", "ok")]
+
+
+def test_four_variant_sweep_reports_and_reuses_crops(env_root):
+    sweep = env_root / "sweep_demo"
+    cache = env_root / "fresh_cache"
+    done = run_cli(env_root, "-m", "experiment=demo", "data.protocol=1", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr
+    aggregate = read(sweep / "benchmark_results.json")
+    assert [e["variant"] for e in aggregate["entries"]] == ["XS", "S", "M", "L"]
+    assert all(e["status"] == "ok" for e in aggregate["entries"])
+    caches = [e["results"]["crop_cache"] for e in aggregate["entries"]]
+    count = aggregate["entries"][0]["results"]["num_samples"]
+    assert count == 23
+    # The first job decodes every JPEG; the later ones read every crop from the cache.
+    assert caches[0] == {"hits": 0, "misses": count}
+    assert all(c == {"hits": count, "misses": 0} for c in caches[1:])
+    report = (sweep / "BENCHMARK_REPORT.md").read_text()
+    assert all(v in report for v in ("XS", "S", "M", "L")) and "SYNTHETIC" in report.upper()
+    png = (sweep / "benchmark_comparison.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+    # Different synthetic weights give different errors: the report is not one number four times.
+    assert len({round(e["results"]["metrics"]["pa_mpjpe"], 3) for e in aggregate["entries"]}) == 4
+
+
+def test_sweep_with_a_failing_job_reports_it_and_exits_nonzero(env_root):
+    sweep = env_root / "sweep_fail"
+    xs_file = env_root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_XS.tar"
+    done = run_cli(env_root, "-m", "experiment=demo", "variant=XS,S", f"ckpt_path={xs_file}", "data.protocol=1", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1
+    entries = {e["variant"]: e for e in read(sweep / "benchmark_results.json")["entries"]}
+    assert entries["XS"]["status"] == "ok"
+    assert entries["S"]["status"] == "failed"
+    assert "holds an XS-shaped network" in entries["S"]["error"]
+    assert "holds an XS-shaped network" in (sweep / "BENCHMARK_REPORT.md").read_text()
+    assert not (sweep / "1_S" / "results.json").exists()
+
+
+@pytest.mark.parametrize("gt_boxes", [True, False])
+def test_oracle_is_below_one_millimetre(env_root, gt_boxes):
+    out = env_root / f"oracle_{gt_boxes}"
+    done = run_cli(env_root, "experiment=demo", "oracle=true", f"data.use_gt_info={str(gt_boxes).lower()}", f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr
+    results = read(out / "results.json")
+    assert results["oracle"] is True
+    assert results["num_samples"] == (49 if gt_boxes else 50)
+    assert all(results["metrics"][m] < 1.0 for m in METRICS)
+
+
+def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs):
+    out = env_root / "killed"
+    cache = env_root / "kill_cache"
+    args = (*XS_P1, "data.batch_size=2", "data.num_workers=0", f"paths.cache_dir={cache}", f"hydra.run.dir={out}")
+    env = {**os.environ, "CONVNEXTPOSE_EVAL_ROOT": str(env_root), "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "run_eval.py"), *args, "trainer.progress_bar=false"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    # Kill once inference is under way: some crops decoded, far from all.
+    while time.monotonic() < deadline and len(list((cache / "crops").rglob("*.npy"))) < 4:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "results.json").exists() and not (out / "predictions.json").exists()
+    assert not [p for p in out.rglob("*.tmp")]
+    done = run_cli(env_root, *args)
+    assert done.returncode == 0, done.stderr
+    assert_same_scores(read(out / "results.json"), single_xs, tol=1e-9)
+    assert len(read(out / "predictions.json")) == 23
+
+
+def test_bench_reports_three_throughputs(env_root):
+    done = run_cli(env_root, "experiment=demo", "variant=XS", "data.protocol=1", "bench.images=8", "bench.repeats=1", module="convnextpose_eval.bench")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"variant", "device", "batch_size", "eager_fp32_ips", "inference_ips", "pipeline_ips"} <= set(result)
+    assert result["variant"] == "XS" and result["num_images"] == 8
+    assert all(result[k] > 0 for k in ("eager_fp32_ips", "inference_ips", "pipeline_ips"))
+    # The fast path computes the same function as the plain one.
+    assert result["max_coord_diff_vs_eager"] < 1e-3

@@ -209,8 +209,11 @@ def test_cli_agrees_with_reference(project_runs, reference, variant, protocol, u
 
     assert all(np.isfinite(v) for v in diffs.values()), diffs
     assert max(diffs.values()) < TOLERANCE_MM, diffs
-    # Boxes and roots are copied or computed in float64 on both sides: they must be equal, not just close.
-    assert diffs["bbox"] == 0.0 and diffs["root_cam"] == 0.0, diffs
+    # Boxes are copied (RootNet) or computed in float64 (process_bbox) on both sides: equal, not just close.
+    # RootNet roots are copied; GT roots are R X + t in float32 (as upstream), so summation order may move
+    # the last bit (half an ulp of ~5000 mm is 2.4e-4 mm).
+    assert diffs["bbox"] == 0.0, diffs
+    assert diffs["root_cam"] <= (1e-3 if use_gt_info else 0.0), diffs
 
 
 @pytest.mark.parametrize("use_gt_info", [True, False], ids=["gt", "rootnet"])

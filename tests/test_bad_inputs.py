@@ -71,7 +71,7 @@ def _first_s11_test_image(data: Path) -> dict:
 def _missing_image(case: Path, data: Path) -> tuple[list[str], dict]:
     image = _first_s11_test_image(data)
     (data / "images" / image["file_name"]).unlink()
-    return ["data.protocol=1"], {"names": [Path(image["file_name"]).name], "problem": r"missing|not found|does not exist|no such"}
+    return ["data.protocol=1"], {"names": [str(data / "images" / image["file_name"])], "problem": r"missing|not found|does not exist|no such"}
 
 
 def _garbage_image(workers: int, stale: bool) -> Callable[[Path, Path], tuple[list[str], dict]]:
@@ -93,7 +93,7 @@ def _truncated_json(case: Path, data: Path) -> tuple[list[str], dict]:
     path = data / "annotations" / S11_DATA
     content = path.read_bytes()
     path.write_bytes(content[: len(content) // 2])
-    return ["data.protocol=1"], {"names": [S11_DATA], "problem": r"JSON|truncated|corrupt"}
+    return ["data.protocol=1"], {"names": [str(path)], "problem": r"JSON|truncated|corrupt"}
 
 
 def _missing_field(case: Path, data: Path) -> tuple[list[str], dict]:
@@ -104,7 +104,7 @@ def _missing_field(case: Path, data: Path) -> tuple[list[str], dict]:
         if image["id"] == target:
             del image["frame_idx"]
     path.write_text(json.dumps(doc))
-    return ["data.protocol=1"], {"names": [S11_DATA], "problem": r"frame_idx"}
+    return ["data.protocol=1"], {"names": [str(path)], "problem": r"frame_idx"}
 
 
 def _incomplete_bbox_root(case: Path, data: Path) -> tuple[list[str], dict]:
@@ -114,12 +114,13 @@ def _incomplete_bbox_root(case: Path, data: Path) -> tuple[list[str], dict]:
     kept = [e for e in entries if e["image_id"] != removed]
     assert len(kept) == len(entries) - 1
     path.write_text(json.dumps(kept))
-    return ["data.protocol=2", "data.use_gt_info=false"], {"names": [BBOX_ROOT], "problem": rf"\b{removed}\b"}
+    return ["data.protocol=2", "data.use_gt_info=false"], {"names": [str(path)], "problem": rf"\b{removed}\b"}
 
 
 def _no_test_images(case: Path, data: Path) -> tuple[list[str], dict]:
-    (data / "annotations" / S11_DATA).write_text(json.dumps({"images": [], "annotations": []}))
-    return ["data.protocol=1"], {"names": [S11_DATA], "problem": r"\bno\b.*images|no test|selects no|empty|nothing"}
+    path = data / "annotations" / S11_DATA
+    path.write_text(json.dumps({"images": [], "annotations": []}))
+    return ["data.protocol=1"], {"names": [str(path)], "problem": r"\bno\b.*images|no test|selects no|empty|nothing"}
 
 
 def _root_missing(case: Path, data: Path) -> tuple[list[str], dict]:
@@ -165,8 +166,31 @@ def _run(name: str, case: Path, ckpt: Path, overrides: list[str], facts: dict) -
     return Run(name, case, Path(out), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start, facts)
 
 
+def uses(*names: str):
+    """Mark a test that is not parametrized by ``name`` with the cases it reads."""
+
+    def mark(function):
+        function.cases = names
+        return function
+
+    return mark
+
+
+def _selected_cases(session: pytest.Session) -> list[str]:
+    """The cases the selected tests of this module need (all of them in a full run)."""
+    needed = set()
+    for item in session.items:
+        if getattr(item, "module", None) is not sys.modules[__name__]:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "name" in callspec.params:
+            needed.add(callspec.params["name"])
+        needed.update(getattr(getattr(item, "function", None), "cases", ()))
+    return [name for name in CASES if name in needed]
+
+
 @pytest.fixture(scope="module")
-def runs(synthetic_sample: Path, tmp_path_factory: pytest.TempPathFactory):
+def runs(request: pytest.FixtureRequest, synthetic_sample: Path, tmp_path_factory: pytest.TempPathFactory):
     """Case name -> Future[Run]; every case gets its own copy of the data and its own CONVNEXTPOSE_EVAL_ROOT."""
     import shutil
 
@@ -174,7 +198,8 @@ def runs(synthetic_sample: Path, tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("bad_inputs")
     pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
     futures: dict[str, Future] = {}
-    for name, prepare in CASES.items():
+    for name in _selected_cases(request.session):
+        prepare = CASES[name]
         case = base / name
         case.mkdir()
         data = case / "data"
@@ -225,6 +250,7 @@ def test_unreadable_image_fails_during_inference_with_one_line(runs, name: str) 
     assert not re.search(r"worker|Caught|DataError|Original|Exception", rest), run.last_line
 
 
+@uses("unreadable_image")
 def test_a_failed_rerun_leaves_no_stale_results(runs) -> None:
     # unreadable_image ran in a folder holding a previous run's results.json and predictions.json
     run = runs["unreadable_image"].result()
@@ -241,6 +267,7 @@ def test_a_failed_rerun_leaves_no_stale_results(runs) -> None:
         "ends in Hydra's own traceback; needs a check in run_eval.py or a Hydra callback (on_run_start)"
     ),
 )
+@uses("output_folder_not_creatable")
 def test_output_folder_that_cannot_be_created_fails_before_compute(runs) -> None:
     run = runs["output_folder_not_creatable"].result()
     assert run.returncode != 0, run.describe()

@@ -487,3 +487,17 @@ def test_given_path_and_disabled_download_never_call_gdown(drive, tmp_path, rele
     assert_one_line(str(info.value))
     assert "ConvNeXtPose_S.tar" in str(info.value) and FOLDER_ID in str(info.value)
     assert drive.listings == 0 and drive.downloads == []
+
+
+def test_head_override_that_contradicts_the_file_is_refused(released_files, variant_cfgs, known_specs):
+    """variant=L with variant.head.channels=384 against the real L file: the file's shapes win, loudly."""
+    from convnextpose_eval.checkpoints import read_checkpoint, resolve_arch
+
+    overridden = {**variant_cfgs["L"], "head": {**variant_cfgs["L"]["head"], "channels": 384}}
+    ckpt = read_checkpoint(released_files["L"])
+    with pytest.raises(CheckpointError) as caught:
+        resolve_arch(ckpt, overridden, known_specs)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "holds an L-shaped network" in message and "head channels 384" in message
+    assert "drop the variant.* overrides" in message

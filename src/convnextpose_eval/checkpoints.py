@@ -287,7 +287,12 @@ def check_arch(
     article = "an" if fit and fit[0] in "ASLMX" else "a"
     shape = f"{article} {fit}-shaped network" if fit else "a network of no released variant"
     asked = ", ".join(_format_field(f, tuple_or(requested[f])) for f in differing)
-    advice = f"run with variant={fit} or variant=auto" if fit else "run with variant=auto"
+    if fit and fit == variant_name:
+        advice = "drop the variant.* overrides, or run with variant=auto"
+    elif fit:
+        advice = f"run with variant={fit} or variant=auto"
+    else:
+        advice = "run with variant=auto"
     raise CheckpointError(f"{path.name} holds {shape} ({found.describe()}) but variant={variant_name} asks for {asked}; {advice}")
 
 

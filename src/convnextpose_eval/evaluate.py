@@ -14,16 +14,23 @@ from omegaconf import DictConfig, OmegaConf
 from .atomic import atomic_write_json, check_writable
 from .checkpoints import locate_checkpoint
 from .data.datamodule import H36MDataModule
-from .data.sample import MARKER as SAMPLE_MARKER, ensure_sample
+from .data.sample import MARKER as SAMPLE_MARKER
+from .data.sample import ensure_sample
 from .errors import ConfigError, EvalError, one_line
 from .module import PoseEvaluator
 from .report import format_summary
 from .results import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE, ResultWriter
+from .variants import released_variants
 
 
 def _externally_launched() -> bool:
     """True when a cluster launcher (torchrun, SLURM's srun, LSF, MPI) already started one process per rank."""
-    from lightning_fabric.plugins.environments import LSFEnvironment, MPIEnvironment, SLURMEnvironment, TorchElasticEnvironment
+    from lightning_fabric.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
 
     return any(env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment)) or (
         "OMPI_COMM_WORLD_SIZE" in os.environ and MPIEnvironment.detect()
@@ -66,16 +73,21 @@ def _pin_memory(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto")
 
 
-def _meta(cfg: DictConfig) -> dict[str, Any]:
-    paper = cfg.variant.get("paper")
+def _meta(cfg: DictConfig, detected_variant: str | None) -> dict[str, Any]:
+    """Run settings for results.json. With ``variant=auto`` the detected variant names the run and
+    brings its paper figures, so an auto run is compared with the paper like a named one."""
+    name = str(cfg.variant.name)
+    paper = OmegaConf.to_container(cfg.variant.paper, resolve=True) if cfg.variant.get("paper") is not None else None
+    if name == "auto" and detected_variant:
+        name, paper = detected_variant, released_variants()[detected_variant]["paper"]
     return {
-        "variant": cfg.variant.name,
+        "variant": name,
         "protocol": int(cfg.data.protocol),
         "flip_test": bool(cfg.flip_test),
         "use_gt_info": bool(cfg.data.use_gt_info),
         "synthetic": bool(cfg.data.synthetic) or (Path(cfg.data.root).expanduser() / SAMPLE_MARKER).is_file(),
         "oracle": bool(cfg.oracle),
-        "paper": OmegaConf.to_container(paper, resolve=True) if paper is not None else None,
+        "paper": paper,
         "data_root": str(Path(cfg.data.root).expanduser().resolve()),
     }
 
@@ -89,6 +101,8 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     for name in (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE):
         (output_dir / name).unlink(missing_ok=True)
 
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), or run experiment=demo")
     if cfg.data.synthetic:
         ensure_sample(Path(cfg.data.root))
 
@@ -101,16 +115,16 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             cfg.checkpoint_source.drive_folder_id,
             download=cfg.download,
         )
-    writer = ResultWriter(str(output_dir), _meta(cfg), [tuple(band) for band in cfg.report.tolerance_bands])
     module = PoseEvaluator(
         variant=OmegaConf.to_container(cfg.variant, resolve=True),
         ckpt_path=str(ckpt_path) if ckpt_path else None,
         flip_test=cfg.flip_test,
         channels_last=cfg.channels_last,
         oracle=cfg.oracle,
-        on_results=writer,
     )
     module.configure_network()  # checkpoint and architecture fail here, before any data is read
+    bands = [tuple(band) for band in cfg.report.tolerance_bands]
+    module.on_results = ResultWriter(str(output_dir), _meta(cfg, module.checkpoint_info.get("detected_variant")), bands)
     datamodule = H36MDataModule(
         root=cfg.data.root,
         protocol=cfg.data.protocol,

@@ -260,13 +260,6 @@ def test_a_failed_rerun_leaves_no_stale_results(runs) -> None:
     assert not (run.out / "predictions.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Hydra creates hydra.run.dir before run_job is called, so an output folder that cannot be created "
-        "ends in Hydra's own traceback; needs a check in run_eval.py or a Hydra callback (on_run_start)"
-    ),
-)
 @uses("output_folder_not_creatable")
 def test_output_folder_that_cannot_be_created_fails_before_compute(runs) -> None:
     run = runs["output_folder_not_creatable"].result()

@@ -72,10 +72,10 @@ def test_integer_box_truncates_like_numpy_integer_assignment() -> None:
 
 
 def test_integer_box_centre_uses_the_truncated_stored_size() -> None:
-    # int64 [0, 0, 11, 7] in 100x100: box [0, 0, 10, 6], centre (5.0, 3.0), square 10 -> 12.5 stored as 12,
-    # then x = int(5 - 12/2) = -1 and y = int(3 - 12/2) = -3 (the already truncated width is used).
-    box = process_bbox(np.array([0, 0, 11, 7]), 100, 100)
-    assert box.tolist() == [-1, -3, 12, 12]
+    # int64 [2, 2, 11, 7] in 100x100: box [2, 2, 10, 6], centre (7.0, 5.0), square 10 -> 12.5 stored as 12,
+    # then x = int(7 - 12/2) = 1 (with the untruncated 12.5 it would be int(0.75) = 0) and y = int(5 - 6) = -1.
+    box = process_bbox(np.array([2, 2, 11, 7]), 100, 100)
+    assert box.tolist() == [1, -1, 12, 12]
 
 
 # --------------------------------------------------------------------------- crop_transform

@@ -193,7 +193,7 @@ def test_a_missing_image_is_named(copy_sample_data, tmp_path: Path) -> None:
 
 
 class _CountingParser:
-    """Stands in for json.load: counts calls, or refuses to parse at all."""
+    """Stands in for the loader's JSON file parser (``h36m._read_json``): counts calls, or refuses to parse at all."""
 
     def __init__(self, real, refuse: bool = False) -> None:
         self.real, self.refuse, self.calls = real, refuse, 0
@@ -213,14 +213,14 @@ def _same(a: TestIndex, b: TestIndex) -> None:
 def test_second_load_is_served_from_the_cache(copy_sample_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = copy_sample_data(tmp_path / "data")
     cache = tmp_path / "cache"
-    real = json.load
+    real = h36m._read_json
     counting = _CountingParser(real)
-    monkeypatch.setattr(h36m.json, "load", counting)
+    monkeypatch.setattr(h36m, "_read_json", counting)
     first = load_test_index(root, 2, False, cache)
     assert counting.calls > 0
     assert len(list(cache.glob("*.npz"))) == 1
 
-    monkeypatch.setattr(h36m.json, "load", _CountingParser(real, refuse=True))
+    monkeypatch.setattr(h36m, "_read_json", _CountingParser(real, refuse=True))
     second = load_test_index(root, 2, False, cache)
     _same(first, second)
     assert len(second) == DOCUMENTED_COUNTS[(2, False)]
@@ -230,8 +230,8 @@ def test_touching_an_annotation_file_invalidates_the_cache(copy_sample_data, tmp
     root = copy_sample_data(tmp_path / "data")
     cache = tmp_path / "cache"
     first = load_test_index(root, 1, True, cache)
-    real = json.load
-    monkeypatch.setattr(h36m.json, "load", _CountingParser(real, refuse=True))
+    real = h36m._read_json
+    monkeypatch.setattr(h36m, "_read_json", _CountingParser(real, refuse=True))
     load_test_index(root, 1, True, cache)  # still cached
 
     target = root / "annotations" / "Human36M_subject11_joint_3d.json"
@@ -240,7 +240,7 @@ def test_touching_an_annotation_file_invalidates_the_cache(copy_sample_data, tmp
     with pytest.raises(AssertionError, match="parsed although"):
         load_test_index(root, 1, True, cache)
     counting = _CountingParser(real)
-    monkeypatch.setattr(h36m.json, "load", counting)
+    monkeypatch.setattr(h36m, "_read_json", counting)
     _same(first, load_test_index(root, 1, True, cache))
     assert counting.calls > 0
 

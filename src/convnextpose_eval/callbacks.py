@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,3 +41,31 @@ class SweepReport(Callback):
             print(f"no job folders found in {sweep_dir}", file=sys.stderr)
         if failed or not entries:
             raise SystemExit(1)
+
+
+def _check_can_create(folder: Path) -> None:
+    """Exit with one line if ``folder`` cannot be created or written: before Hydra makes it, before any compute."""
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        reason = f"{ancestor} is a file, not a folder"
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        reason = f"{ancestor} is not writable"
+    else:
+        return
+    print(f"error: {folder}: output folder is not writable ({reason})", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class OutputFolderCheck(Callback):
+    """Refuse an output folder that cannot be created, instead of Hydra's traceback when it tries to.
+
+    Raises SystemExit because Hydra turns a callback's ordinary exceptions into warnings.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_can_create(Path(str(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_can_create(Path(str(config.hydra.sweep.dir)))

@@ -62,6 +62,7 @@ def build_trainer(trainer_cfg: DictConfig) -> pl.Trainer:
         enable_progress_bar=trainer_cfg.progress_bar,
         use_distributed_sampler=False,
         inference_mode=True,
+        benchmark=trainer_cfg.get("cudnn_benchmark"),
     )
 
 

@@ -2,8 +2,9 @@
 
 (a) eager_fp32_ips: the network work of an evaluation (flip test included) the plain way: NCHW float32,
     ``torch.no_grad``, the image and its mirror as two forward passes.
-(b) inference_ips: the same work as this project does it: channels_last, ``torch.inference_mode``,
-    image and mirror in one batched forward, autocast when ``trainer.precision`` asks for it.
+(b) inference_ips: the same work as this project does it: BatchNorm folded into the convolutions,
+    channels_last, ``torch.inference_mode``, image and mirror in one batched forward, autocast when
+    ``trainer.precision`` asks for it.
 (c) pipeline_ips: a whole ``trainer.test`` (reading, cropping or the crop cache, inference, metrics),
     timed after a first pass has warmed the crop cache.
 
@@ -28,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from .checkpoints import locate_checkpoint
+from .checkpoints import load_weights, locate_checkpoint, read_checkpoint
 from .data.datamodule import H36MDataModule
 from .errors import EvalError, one_line
 from .evaluate import build_trainer
@@ -82,7 +83,10 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
         cfg.ckpt_path, cfg.variant.checkpoint.file, Path(cfg.paths.checkpoint_dir),
         cfg.checkpoint_source.drive_folder_id, download=cfg.download,
     )  # fmt: skip
-    module = PoseEvaluator(OmegaConf.to_container(cfg.variant, resolve=True), str(ckpt), flip_test=True, channels_last=cfg.channels_last)
+    module = PoseEvaluator(
+        OmegaConf.to_container(cfg.variant, resolve=True), str(ckpt), flip_test=True,
+        channels_last=cfg.channels_last, fold_batchnorm=cfg.fold_batchnorm,
+    )  # fmt: skip
     module.configure_network()
     datamodule = H36MDataModule(
         root=cfg.data.root, protocol=cfg.data.protocol, use_gt_info=cfg.data.use_gt_info,
@@ -109,8 +113,9 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
     images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
     batches = [images[i : i + cfg.data.batch_size] for i in range(0, count, cfg.data.batch_size)]
 
-    eager = ConvNeXtPose(module.arch).eval().to(device)
-    eager.load_state_dict(module.network.state_dict())
+    eager = ConvNeXtPose(module.arch)
+    load_weights(eager, read_checkpoint(ckpt))
+    eager = eager.eval().to(device)
     mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
     flip_order = module.flip_order.to(device)

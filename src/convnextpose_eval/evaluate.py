@@ -121,6 +121,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         ckpt_path=str(ckpt_path) if ckpt_path else None,
         flip_test=cfg.flip_test,
         channels_last=cfg.channels_last,
+        fold_batchnorm=cfg.fold_batchnorm,
         oracle=cfg.oracle,
     )
     module.configure_network()  # checkpoint and architecture fail here, before any data is read

@@ -16,6 +16,7 @@ from .data.skeleton import ACTION_NAMES, DEPTH_RANGE_MM, EVAL_JOINTS, ROOT_INDEX
 from .geometry import camera_to_heatmap, heatmap_to_camera
 from .metrics import pose_metrics
 from .model import ArchSpec, ConvNeXtPose
+from .model.fuse import fold_batchnorm
 from .variants import released_specs
 
 # The weights were trained on 0..255 RGB values normalized with ImageNet's 0..1 statistics.
@@ -36,6 +37,7 @@ class PoseEvaluator(pl.LightningModule):
         ckpt_path: str | None,
         flip_test: bool = True,
         channels_last: bool = True,
+        fold_batchnorm: bool = True,
         oracle: bool = False,
         on_results: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
@@ -44,6 +46,7 @@ class PoseEvaluator(pl.LightningModule):
         self.ckpt_path = ckpt_path
         self.flip_test = flip_test
         self.channels_last = channels_last
+        self.fold_batchnorm = fold_batchnorm
         self.oracle = oracle
         self.on_results = on_results
         self.network: ConvNeXtPose | None = None
@@ -73,6 +76,8 @@ class PoseEvaluator(pl.LightningModule):
         network = ConvNeXtPose(self.arch)
         load_weights(network, ckpt)
         network.eval()
+        if self.fold_batchnorm:
+            fold_batchnorm(network)
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.network = network

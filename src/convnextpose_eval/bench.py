@@ -22,19 +22,17 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from .checkpoints import load_weights, locate_checkpoint, read_checkpoint
-from .data.datamodule import H36MDataModule
+from .checkpoints import load_weights, read_checkpoint
 from .errors import EvalError, one_line
-from .evaluate import build_trainer
+from .evaluate import build_datamodule, build_evaluator, build_trainer
 from .model import ConvNeXtPose
-from .module import PIXEL_MEAN, PIXEL_STD, PoseEvaluator
+from .module import PIXEL_MEAN, PIXEL_STD
 from .variants import config_dir
 
 
@@ -75,26 +73,9 @@ def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> 
 
 
 def run_bench(cfg: DictConfig) -> dict[str, object]:
-    if cfg.data.synthetic:
-        from .data.sample import ensure_sample
-
-        ensure_sample(Path(cfg.data.root))
-    ckpt = locate_checkpoint(
-        cfg.ckpt_path, cfg.variant.checkpoint.file, Path(cfg.paths.checkpoint_dir),
-        cfg.checkpoint_source.drive_folder_id, download=cfg.download,
-    )  # fmt: skip
-    module = PoseEvaluator(
-        OmegaConf.to_container(cfg.variant, resolve=True), str(ckpt), flip_test=True,
-        channels_last=cfg.channels_last, fold_batchnorm=cfg.fold_batchnorm,
-    )  # fmt: skip
-    module.configure_network()
-    datamodule = H36MDataModule(
-        root=cfg.data.root, protocol=cfg.data.protocol, use_gt_info=cfg.data.use_gt_info,
-        input_size=module.arch.input_size, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
-        pin_memory=bool(cfg.data.pin_memory), crop_cache_dir=cfg.data.crop_cache_dir if cfg.data.crop_cache else None,
-        index_cache_dir=cfg.data.index_cache_dir,
-    )  # fmt: skip
-    datamodule.setup("test")
+    cfg = OmegaConf.merge(cfg, {"flip_test": True, "oracle": False})
+    module = build_evaluator(cfg)
+    datamodule = build_datamodule(cfg, module.arch.input_size)
     if cfg.bench.images and cfg.bench.images < len(datamodule.dataset):
         datamodule.dataset = Subset(datamodule.dataset, range(int(cfg.bench.images)))
     count = len(datamodule.dataset)
@@ -114,7 +95,7 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
     batches = [images[i : i + cfg.data.batch_size] for i in range(0, count, cfg.data.batch_size)]
 
     eager = ConvNeXtPose(module.arch)
-    load_weights(eager, read_checkpoint(ckpt))
+    load_weights(eager, read_checkpoint(module.ckpt_path))
     eager = eager.eval().to(device)
     mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)

@@ -93,20 +93,15 @@ def _meta(cfg: DictConfig, detected_variant: str | None) -> dict[str, Any]:
     }
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure."""
-    try:
-        check_writable(output_dir)
-    except OSError as exc:
-        raise ConfigError(f"{output_dir}: output folder not writable ({exc.strerror or exc})") from None
-    for name in (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE):
-        (output_dir / name).unlink(missing_ok=True)
+def build_evaluator(cfg: DictConfig) -> PoseEvaluator:
+    """Find the checkpoint (downloading it if needed), load it and check it against the config.
 
+    Everything about the checkpoint fails here, before any data is read.
+    """
     if OmegaConf.is_missing(cfg.data, "root"):
         raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), or run experiment=demo")
     if cfg.data.synthetic:
         ensure_sample(Path(cfg.data.root))
-
     ckpt_path = None
     if not (cfg.oracle and not cfg.ckpt_path):
         ckpt_path = locate_checkpoint(
@@ -124,21 +119,40 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         fold_batchnorm=cfg.fold_batchnorm,
         oracle=cfg.oracle,
     )
-    module.configure_network()  # checkpoint and architecture fail here, before any data is read
-    bands = [tuple(band) for band in cfg.report.tolerance_bands]
-    module.on_results = ResultWriter(str(output_dir), _meta(cfg, module.checkpoint_info.get("detected_variant")), bands)
+    module.configure_network()
+    return module
+
+
+def build_datamodule(cfg: DictConfig, input_size: int) -> H36MDataModule:
+    """The test set, read and checked (annotations, every image present) before any process is spawned."""
     datamodule = H36MDataModule(
         root=cfg.data.root,
         protocol=cfg.data.protocol,
         use_gt_info=cfg.data.use_gt_info,
-        input_size=module.arch.input_size,
+        input_size=input_size,
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         pin_memory=_pin_memory(cfg),
         crop_cache_dir=cfg.data.crop_cache_dir if cfg.data.crop_cache else None,
         index_cache_dir=cfg.data.index_cache_dir,
     )
-    datamodule.setup("test")  # annotations and images are checked here, before any process is spawned
+    datamodule.setup("test")
+    return datamodule
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure."""
+    try:
+        check_writable(output_dir)
+    except OSError as exc:
+        raise ConfigError(f"{output_dir}: output folder not writable ({exc.strerror or exc})") from None
+    for name in (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE):
+        (output_dir / name).unlink(missing_ok=True)
+
+    module = build_evaluator(cfg)
+    bands = [tuple(band) for band in cfg.report.tolerance_bands]
+    module.on_results = ResultWriter(str(output_dir), _meta(cfg, module.checkpoint_info.get("detected_variant")), bands)
+    datamodule = build_datamodule(cfg, module.arch.input_size)
     trainer = build_trainer(cfg.trainer)
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)

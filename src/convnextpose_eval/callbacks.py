@@ -10,7 +10,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .report import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, write_sweep_report
+from .filenames import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
+from .report import write_sweep_report
 
 
 class SweepReport(Callback):

@@ -17,9 +17,10 @@ from .data.datamodule import H36MDataModule
 from .data.sample import MARKER as SAMPLE_MARKER
 from .data.sample import ensure_sample
 from .errors import ConfigError, EvalError, one_line
+from .filenames import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE
 from .module import PoseEvaluator
 from .report import format_summary
-from .results import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE, ResultWriter
+from .results import ResultWriter
 from .variants import released_variants
 
 

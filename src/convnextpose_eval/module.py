@@ -11,8 +11,20 @@ import torch
 import torch.distributed as dist
 from torchmetrics import SumMetric
 
-from .checkpoints import LoadedCheckpoint, load_weights, match_variant, read_checkpoint, resolve_arch
-from .data.skeleton import ACTION_NAMES, DEPTH_RANGE_MM, EVAL_JOINTS, ROOT_INDEX, flip_permutation
+from .checkpoints import (
+    LoadedCheckpoint,
+    load_weights,
+    match_variant,
+    read_checkpoint,
+    resolve_arch,
+)
+from .data.skeleton import (
+    ACTION_NAMES,
+    DEPTH_RANGE_MM,
+    EVAL_JOINTS,
+    ROOT_INDEX,
+    flip_permutation,
+)
 from .geometry import camera_to_heatmap, heatmap_to_camera
 from .metrics import pose_metrics
 from .model import ArchSpec, ConvNeXtPose

@@ -21,6 +21,14 @@ from omegaconf import OmegaConf
 
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .data.skeleton import ACTION_NAMES
+from .filenames import (
+    BENCHMARK_JSON,
+    BENCHMARK_MD,
+    BENCHMARK_PNG,
+    FAILURE_FILE,
+    RESULTS_FILE,
+)
+from .variants import released_variants
 
 # The metric each protocol's paper figure is about, and the key of that figure in the variant's `paper` block.
 HEADLINE_METRIC: dict[int, str] = {1: "pa_mpjpe", 2: "mpjpe"}
@@ -32,14 +40,6 @@ METRIC_LABELS: dict[str, str] = {
 }
 # The band for a difference no configured band covers.
 FALLBACK_BAND = "review"
-# Report order of the released variants; anything else follows alphabetically.
-VARIANT_ORDER: tuple[str, ...] = ("XS", "S", "M", "L")
-
-RESULTS_FILE = "results.json"
-FAILURE_FILE = "failure.json"
-BENCHMARK_JSON = "benchmark_results.json"
-BENCHMARK_MD = "BENCHMARK_REPORT.md"
-BENCHMARK_PNG = "benchmark_comparison.png"
 DEAD_JOB_ERROR = "no results.json or failure.json (job killed?)"
 
 SYNTHETIC_WARNING = "SYNTHETIC SAMPLE, NOT Human3.6M: these numbers say nothing about the model's accuracy"
@@ -207,9 +207,10 @@ def _read_entry(job_dir: Path, bands: Sequence[tuple[float, str]] | None) -> dic
 
 
 def _order_key(entry: dict[str, Any]) -> tuple[Any, ...]:
-    variant = str(entry["variant"])
-    rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
-    return rank, variant, entry.get("protocol") or 0, entry["job_dir"]
+    """Smallest network first (the paper's GFLOPs: XS, S, M, L), unknown ones after, by name."""
+    paper = entry.get("paper") or (released_variants().get(str(entry["variant"])) or {}).get("paper") or {}
+    gflops = paper.get("gflops")
+    return gflops is None, gflops or 0.0, str(entry["variant"]), entry.get("protocol") or 0, entry["job_dir"]
 
 
 def _labels(entries: Sequence[dict[str, Any]]) -> list[str]:

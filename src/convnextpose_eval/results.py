@@ -11,12 +11,9 @@ import torch
 
 from .atomic import atomic_write_json
 from .data.skeleton import ACTION_NAMES
+from .filenames import PREDICTIONS_FILE, RESULTS_FILE
 from .model import ConvNeXtPose, count_macs, count_parameters
 from .report import compare_to_paper
-
-RESULTS_FILE = "results.json"
-PREDICTIONS_FILE = "predictions.json"
-FAILURE_FILE = "failure.json"
 
 
 def _number(value: torch.Tensor) -> float | None:

@@ -23,7 +23,14 @@ import orjson
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
 from .crops import process_bbox
-from .skeleton import JOINT_NUM, L_SHOULDER, PROTOCOL_SUBJECTS, R_SHOULDER, ROOT_INDEX, TEST_FRAME_STRIDE
+from .skeleton import (
+    JOINT_NUM,
+    L_SHOULDER,
+    PROTOCOL_SUBJECTS,
+    R_SHOULDER,
+    ROOT_INDEX,
+    TEST_FRAME_STRIDE,
+)
 
 INDEX_FORMAT_VERSION = 1
 BBOX_ROOT_FILE = Path("bbox_root") / "bbox_root_human36m_output.json"

@@ -53,7 +53,14 @@ from ..checkpoints import write_released_checkpoint
 from ..errors import DataError, EvalError
 from ..model import ArchSpec, ConvNeXtPose
 from ..variants import released_variants
-from .skeleton import ACTION_NAMES, JOINT_NAMES, PROTOCOL_SUBJECTS, ROOT_INDEX, SKELETON, TEST_FRAME_STRIDE
+from .skeleton import (
+    ACTION_NAMES,
+    JOINT_NAMES,
+    PROTOCOL_SUBJECTS,
+    ROOT_INDEX,
+    SKELETON,
+    TEST_FRAME_STRIDE,
+)
 
 # Logit scale of the synthetic final layer: sharp enough that predictions vary with the image.
 FINAL_LAYER_GAIN = 8.0

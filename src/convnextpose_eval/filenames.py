@@ -1,0 +1,8 @@
+"""Names of the files a run and a sweep write (INTERFACE.md), in one place."""
+
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.json"
+FAILURE_FILE = "failure.json"
+BENCHMARK_JSON = "benchmark_results.json"
+BENCHMARK_MD = "BENCHMARK_REPORT.md"
+BENCHMARK_PNG = "benchmark_comparison.png"

@@ -53,6 +53,7 @@ from ..checkpoints import write_released_checkpoint
 from ..errors import DataError, EvalError
 from ..model import ArchSpec, ConvNeXtPose
 from ..variants import released_variants
+from .crops import BOX_SCALE
 from .skeleton import (
     ACTION_NAMES,
     JOINT_NAMES,
@@ -69,8 +70,6 @@ GENERATOR = "convnextpose_eval.data.sample"  # not __name__, which is "__main__"
 IMAGE_SIZE = 480
 FOCAL = 560.0
 BBOX_MARGIN = 15.0
-BOX_SCALE = 1.25  # REFERENCE.md section 3: square box enlarged x1.25 about its centre
-VARIANTS = ("XS", "S", "M", "L")
 ACTION_IDS = tuple(range(2, 2 + len(ACTION_NAMES)))
 # The S9 test annotation given a zero-width box: (subject, action_idx, subaction_idx, cam_idx, frame_idx).
 EMPTY_BOX = (9, 16, 1, 1, 0)
@@ -353,13 +352,13 @@ def _write_checkpoints(folder: Path, seed: int) -> None:
     variants = released_variants()
     target = folder / "checkpoints"
     target.mkdir(parents=True, exist_ok=True)
-    for number, name in enumerate(VARIANTS):
+    for number, name in enumerate(sorted(variants)):
         config = variants[name]
         epoch = int(config["checkpoint"]["epoch"])
         snapshot = target / f"snapshot_{epoch}.pth.tar"
-        state = synthetic_state_dict(config, seed * len(VARIANTS) + number)
+        state = synthetic_state_dict(config, seed * len(variants) + number)
         write_released_checkpoint(state, snapshot, epoch, config["key_style"], "cuda:0")
-        os.replace(snapshot, target / f"ConvNeXtPose_{name}.tar")
+        os.replace(snapshot, target / config["checkpoint"]["file"])
 
 
 # --------------------------------------------------------------------------- assembling
@@ -439,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     images = sum(1 for _ in (root / "images").rglob("*.jpg"))
     print(
         f"{root}: synthetic Human3.6M sample, seed {args.seed}: {images} images of subjects "
-        f"{', '.join(map(str, SUBJECTS))}, checkpoints {', '.join(VARIANTS)}, {_folder_size(root) / 1e6:.1f} MB"
+        f"{', '.join(map(str, SUBJECTS))}, checkpoints {', '.join(sorted(released_variants()))}, {_folder_size(root) / 1e6:.1f} MB"
     )
 
 

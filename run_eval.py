@@ -17,6 +17,7 @@ os.environ.setdefault("CONVNEXTPOSE_EVAL_ROOT", os.path.dirname(os.path.abspath(
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """The Hydra task: one evaluation per job (see convnextpose_eval.evaluate.run_job)."""
     from convnextpose_eval.evaluate import run_job
 
     run_job(cfg)

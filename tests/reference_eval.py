@@ -222,7 +222,11 @@ class ReferenceNetwork:
         import torch
         from omegaconf import OmegaConf
 
-        from convnextpose_eval.checkpoints import load_weights, read_checkpoint, resolve_arch
+        from convnextpose_eval.checkpoints import (
+            load_weights,
+            read_checkpoint,
+            resolve_arch,
+        )
         from convnextpose_eval.model import ArchSpec, ConvNeXtPose
 
         def as_dict(p: Path) -> dict:

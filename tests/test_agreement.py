@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import reference_eval as ref
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convnextpose_eval.checkpoints import infer_arch, read_checkpoint, write_released_checkpoint
+from convnextpose_eval.checkpoints import (
+    infer_arch,
+    read_checkpoint,
+    write_released_checkpoint,
+)
 from convnextpose_eval.errors import CheckpointError
 from convnextpose_eval.model import ArchSpec, ConvNeXtPose
 from convnextpose_eval.variants import released_specs

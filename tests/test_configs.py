@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF_DIR, VARIANTS
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-
-from conftest import CONF_DIR, VARIANTS
 
 # REFERENCE.md section 2 and 5, restated here so the configs are checked against the source, not themselves.
 TABLE = {

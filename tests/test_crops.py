@@ -9,9 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from convnextpose_eval.data.crops import CropCache, crop_patch, crop_transform, process_bbox, read_image
+from convnextpose_eval.data.crops import (
+    CropCache,
+    crop_patch,
+    crop_transform,
+    process_bbox,
+    read_image,
+)
 from convnextpose_eval.errors import DataError
-
 
 # --------------------------------------------------------------------------- process_bbox
 

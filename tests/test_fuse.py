@@ -6,11 +6,14 @@ import copy
 
 import pytest
 import torch
+from conftest import VARIANTS
 from torch import nn
 
-from convnextpose_eval.model.fuse import fold_batchnorm, fold_into_next, fold_into_previous
-
-from conftest import VARIANTS
+from convnextpose_eval.model.fuse import (
+    fold_batchnorm,
+    fold_into_next,
+    fold_into_previous,
+)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

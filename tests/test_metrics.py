@@ -9,7 +9,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from convnextpose_eval.metrics import PoseError, pose_metrics, rigid_align, similarity_align
+from convnextpose_eval.metrics import (
+    PoseError,
+    pose_metrics,
+    rigid_align,
+    similarity_align,
+)
 
 J = 18
 EVAL_JOINTS = list(range(17))  # Human3.6M without Thorax (index 17)

@@ -20,7 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from convnextpose_eval.checkpoints import infer_arch, load_weights, match_variant, read_checkpoint
+from convnextpose_eval.checkpoints import (
+    infer_arch,
+    load_weights,
+    match_variant,
+    read_checkpoint,
+)
 from convnextpose_eval.data import sample
 from convnextpose_eval.data.skeleton import ACTION_NAMES, SKELETON
 from convnextpose_eval.errors import DataError

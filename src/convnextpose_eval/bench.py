@@ -29,8 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
 from .checkpoints import load_weights, read_checkpoint
-from .errors import EvalError, one_line
-from .evaluate import build_datamodule, build_evaluator, build_trainer
+from .errors import ConfigError, EvalError, one_line
+from .evaluate import build_datamodule, build_evaluator, build_trainer, uses_gpu
 from .model import ConvNeXtPose
 from .module import PIXEL_MEAN, PIXEL_STD
 from .variants import config_dir
@@ -46,8 +46,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def _device(cfg: DictConfig) -> torch.device:
-    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if uses_gpu(cfg) else "cpu")
 
 
 def _autocast(cfg: DictConfig, device: torch.device):
@@ -74,6 +73,8 @@ def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> 
 
 def run_bench(cfg: DictConfig) -> dict[str, object]:
     """Measure (a), (b) and (c) on the first ``bench.images`` test images of the configured data."""
+    if cfg.trainer.strategy == "ddp":
+        raise ConfigError("the bench measures one device: use trainer=cpu or trainer=gpu")
     cfg = OmegaConf.merge(cfg, {"flip_test": True, "oracle": False})
     module = build_evaluator(cfg)
     datamodule = build_datamodule(cfg, module.arch.input_size)
@@ -153,11 +154,15 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Compose the config from ``argv`` overrides, measure, print the table and the JSON line."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     overrides = list(sys.argv[1:] if argv is None else argv)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         result = run_bench(compose_config(overrides))
-    except EvalError as exc:
+    except (EvalError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"{'measurement':<44}{'images/s':>10}")

@@ -15,7 +15,9 @@ import io
 import os
 import pickle
 import re
+import shutil
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,10 +25,10 @@ from typing import Any, Mapping
 
 import torch
 
+from .data.skeleton import JOINT_NUM
 from .errors import CheckpointError
 from .model.spec import ArchSpec, upsample_for_depth_dim
 
-DEFAULT_JOINT_NUM = 18
 _WRAPPER_PREFIXES = ("module.", "model.", "net.", "network.")
 _LEGACY_HEAD = re.compile(r"^(head\.deconv_layers_\d+)\.([012])\.")
 _LEGACY_NAMES = {"0": "dwconv", "1": "norm", "2": "pwconv"}
@@ -104,12 +106,12 @@ def _describe_non_checkpoint(path: Path) -> str | None:
             names = []
         shown = ", ".join(names) if names else "unreadable members"
         return f"is a real tar archive ({shown}), not a PyTorch checkpoint; extract the checkpoint from it first"
-    if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
+    if head[:1] == b"\x80":
         return None  # legacy (pre-1.6) torch serialization starts with a pickle
     return "is not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch pickle)"
 
 
-def _explain_load_failure(path: Path, exc: BaseException) -> str:
+def _explain_load_failure(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
         found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|Trying to [^.]+)", text)
@@ -137,7 +139,7 @@ def _torch_load(path: Path) -> Any:
     except CheckpointError:
         raise
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad bytes
-        raise CheckpointError(f"{path}: {_explain_load_failure(path, exc)}") from None
+        raise CheckpointError(f"{path}: {_explain_load_failure(exc)}") from None
 
 
 def _extract_state_dict(path: Path, obj: Any) -> tuple[Mapping[str, Any], int | None]:
@@ -180,12 +182,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
-    obj = _torch_load(path)
+    try:
+        obj = _torch_load(path)
+        digest = sha256_of(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
     raw, epoch = _extract_state_dict(path, obj)
     state, key_style = _canonical_keys(path, raw)
     if not state:
         raise CheckpointError(f"{path}: holds no weights")
-    return LoadedCheckpoint(path=path, state_dict=state, epoch=epoch, key_style=key_style, sha256=sha256_of(path))
+    return LoadedCheckpoint(path=path, state_dict=state, epoch=epoch, key_style=key_style, sha256=digest)
 
 
 # --------------------------------------------------------------------------- architecture
@@ -229,7 +235,7 @@ def infer_arch(
         layer += 1
     head_channels = _shape(path, state, "head.deconv_layers_1.pwconv.weight")[0]
     out_channels = _shape(path, state, "head.final_layer.weight")[0]
-    joints = joint_num or DEFAULT_JOINT_NUM
+    joints = joint_num or JOINT_NUM
     if out_channels % joints:
         raise CheckpointError(
             f"{path}: final layer has {out_channels} channels, not a multiple of {joints} joints"
@@ -280,13 +286,13 @@ def check_arch(
     known: Mapping[str, ArchSpec],
 ) -> None:
     """Fail with one line if the checkpoint's shapes differ from any field the config fixes."""
-    differing = [f for f in _SHAPE_FIELDS if requested.get(f) is not None and tuple_or(requested[f]) != getattr(found, f)]
+    differing = [f for f in _SHAPE_FIELDS if requested.get(f) is not None and as_tuple(requested[f]) != getattr(found, f)]
     if not differing:
         return
     fit = match_variant(found, known)
     article = "an" if fit and fit[0] in "ASLMX" else "a"
     shape = f"{article} {fit}-shaped network" if fit else "a network of no released variant"
-    asked = ", ".join(_format_field(f, tuple_or(requested[f])) for f in differing)
+    asked = ", ".join(_format_field(f, as_tuple(requested[f])) for f in differing)
     if fit and fit == variant_name:
         advice = "drop the variant.* overrides, or run with variant=auto"
     elif fit:
@@ -296,7 +302,7 @@ def check_arch(
     raise CheckpointError(f"{path.name} holds {shape} ({found.describe()}) but variant={variant_name} asks for {asked}; {advice}")
 
 
-def tuple_or(value: Any) -> Any:
+def as_tuple(value: Any) -> Any:
     """Lists from configs compare equal to the tuples in an ArchSpec."""
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
@@ -427,6 +433,17 @@ def _legacy_head_key(key: str) -> str:
     )
 
 
+def _retag_storages(path: Path, location: str) -> None:
+    """Rewrite the storages' device tag in data.pkl ('cpu' as pickled by protocol 2 -> ``location``)."""
+    tag = location.encode()
+    old, new = b"X\x03\x00\x00\x00cpu", b"X" + len(tag).to_bytes(4, "little") + tag
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for info, data in entries:
+            archive.writestr(info, data.replace(old, new) if info.filename.endswith("/data.pkl") else data)
+
+
 def write_released_checkpoint(
     state_dict: Mapping[str, torch.Tensor],
     path: str | os.PathLike[str],
@@ -445,15 +462,16 @@ def write_released_checkpoint(
     for key, value in state_dict.items():
         name = _legacy_head_key(key) if key_style == "legacy" else key
         network[f"module.{name}"] = value.detach().cpu().clone()
-    torch.save({"epoch": int(epoch), "network": network, "optimizer": {"state": {}, "param_groups": []}}, path)
-    if storage_location != "cpu":
-        tag = storage_location.encode()
-        old, new = b"X\x03\x00\x00\x00cpu", b"X" + len(tag).to_bytes(4, "little") + tag
-        with zipfile.ZipFile(path) as archive:
-            entries = [(info, archive.read(info)) for info in archive.infolist()]
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-            for info, data in entries:
-                if info.filename.endswith("/data.pkl"):
-                    data = data.replace(old, new)
-                archive.writestr(info, data)
+    payload = {"epoch": int(epoch), "network": network, "optimizer": {"state": {}, "param_groups": []}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written under the same name in a private folder (torch names the inner folder after it), then moved.
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = staging / path.name
+        torch.save(payload, staged)
+        if storage_location != "cpu":
+            _retag_storages(staged, storage_location)
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path

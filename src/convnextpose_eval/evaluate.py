@@ -11,7 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from .atomic import atomic_write_json, check_writable
+from .atomic import atomic_write_json, atomic_write_text, check_writable
 from .checkpoints import locate_checkpoint
 from .data.datamodule import H36MDataModule
 from .data.sample import MARKER as SAMPLE_MARKER
@@ -67,12 +67,15 @@ def build_trainer(trainer_cfg: DictConfig) -> pl.Trainer:
     )
 
 
-def _pin_memory(cfg: DictConfig) -> bool:
-    if cfg.data.pin_memory is not None:
-        return bool(cfg.data.pin_memory)
+def uses_gpu(cfg: DictConfig) -> bool:
+    """Whether the configured trainer will run on CUDA devices."""
     import torch
 
     return torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+
+
+def _pin_memory(cfg: DictConfig) -> bool:
+    return bool(cfg.data.pin_memory) if cfg.data.pin_memory is not None else uses_gpu(cfg)
 
 
 def _meta(cfg: DictConfig, detected_variant: str | None) -> dict[str, Any]:
@@ -141,8 +144,11 @@ def build_datamodule(cfg: DictConfig, input_size: int) -> H36MDataModule:
     return datamodule
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure."""
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure.
+
+    Returns the results on the process that wrote them, None on the other ranks of an external launch.
+    """
     try:
         check_writable(output_dir)
     except OSError as exc:
@@ -160,9 +166,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     except EvalError:
         raise
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped
-        if "convnextpose_eval.errors" in str(exc) or isinstance(exc, EvalError):
+        if "convnextpose_eval.errors" in str(exc):
             raise EvalError(one_line(exc)) from None
         raise
+    if trainer.global_rank != 0:
+        return None  # under torchrun/srun every rank runs this; rank 0 wrote and reports
     results_path = output_dir / RESULTS_FILE
     if not results_path.is_file():
         raise EvalError(f"{results_path}: the run finished without writing results")
@@ -176,7 +184,7 @@ def _internal_error(exc: Exception, output_dir: Path) -> str:
 
     text = "".join(traceback.format_exception(exc))
     try:
-        (output_dir / "traceback.txt").write_text(text)
+        atomic_write_text(output_dir / "traceback.txt", text)
         where = f"; traceback in {output_dir / 'traceback.txt'}"
     except OSError:
         where = ""
@@ -206,6 +214,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
             atomic_write_json(output_dir / FAILURE_FILE, {"variant": cfg.variant.name, "status": "failed", "error": reason})
         except OSError:
             pass  # the sweep report lists a job folder without results as failed anyway
+        return None
+    if results is None:
         return None
     print(format_summary(results))
     print(f"results: {output_dir / RESULTS_FILE}")

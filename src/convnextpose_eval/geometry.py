@@ -5,11 +5,6 @@ from __future__ import annotations
 import torch
 
 
-def world_to_camera(world: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
-    """X_cam = R X_world + t for points (..., J, 3), R (..., 3, 3), t (..., 3)."""
-    return world @ rotation.transpose(-1, -2) + translation.unsqueeze(-2)
-
-
 def camera_to_pixel(cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     """Pinhole projection; keeps camera depth as the third coordinate."""
     z = cam[..., 2]

@@ -9,6 +9,7 @@ from typing import Any
 
 from .checkpoints import infer_arch, match_variant, read_checkpoint
 from .errors import EvalError, one_line
+from .model import ConvNeXtPose, count_parameters
 from .variants import released_specs
 
 
@@ -17,7 +18,7 @@ def describe(path: str) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     known = released_specs()
     spec = infer_arch(ckpt, known)
-    num_params = sum(t.numel() for k, t in ckpt.state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    num_params = count_parameters(ConvNeXtPose(spec))
     return {
         "variant": match_variant(spec, known),
         "depths": list(spec.depths),
@@ -55,6 +56,7 @@ def _format(info: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the description (text or JSON); a bad file gives one ``error:`` line and exit status 2."""
     parser = argparse.ArgumentParser(prog="python -m convnextpose_eval.inspect", description=__doc__)
     parser.add_argument("path", help="a ConvNeXtPose_*.tar, snapshot_N.pth(.tar), state dict, or unzipped snapshot folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -149,17 +149,13 @@ class PoseEvaluator(pl.LightningModule):
         cached = batch["cached"].to(torch.float64)
         self.crop_cache_hits.update(cached.sum())
         self.crop_cache_misses.update((1 - cached).sum())
-        joints = pred_rel[:, list(EVAL_JOINTS)].cpu()
-        for row in range(joints.shape[0]):
-            self._predictions.append(
-                {
-                    "index": int(batch["index"][row]),
-                    "image_id": int(batch["image_id"][row]),
-                    "joint_cam": joints[row].tolist(),
-                    "bbox": batch["bbox"][row].tolist(),
-                    "root_cam": batch["root_cam"][row].tolist(),
-                }
-            )
+        # One device-to-host copy per field and batch, not per image.
+        rows = zip(
+            batch["index"].tolist(), batch["image_id"].tolist(), pred_rel[:, list(EVAL_JOINTS)].tolist(),
+            batch["bbox"].tolist(), batch["root_cam"].tolist(),
+        )  # fmt: skip
+        for index, image_id, joints, bbox, root_cam in rows:
+            self._predictions.append({"index": index, "image_id": image_id, "joint_cam": joints, "bbox": bbox, "root_cam": root_cam})
 
     def on_test_epoch_start(self) -> None:
         # Spawned ranks receive the module through shared memory: without fresh
@@ -188,6 +184,8 @@ class PoseEvaluator(pl.LightningModule):
                     "checkpoint": self.checkpoint_info,
                 }
             )
+        # Other ranks (launched by torchrun or srun) must not finish before rank 0 has written.
+        self.trainer.strategy.barrier("results written")
 
     def _gather_predictions(self) -> list[dict[str, Any]]:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .data.skeleton import ACTION_NAMES
+from .errors import EvalError
 from .filenames import (
     BENCHMARK_JSON,
     BENCHMARK_MD,
@@ -206,9 +207,17 @@ def _read_entry(job_dir: Path, bands: Sequence[tuple[float, str]] | None) -> dic
     return entry
 
 
+def _released_papers() -> dict[str, dict[str, Any]]:
+    """Paper blocks of the released variants, to place a failed job that recorded none; empty if unreadable."""
+    try:
+        return {name: node.get("paper") or {} for name, node in released_variants().items()}
+    except EvalError:
+        return {}
+
+
 def _order_key(entry: dict[str, Any]) -> tuple[Any, ...]:
     """Smallest network first (the paper's GFLOPs: XS, S, M, L), unknown ones after, by name."""
-    paper = entry.get("paper") or (released_variants().get(str(entry["variant"])) or {}).get("paper") or {}
+    paper = entry.get("paper") or (_released_papers().get(str(entry["variant"])) or {})
     gflops = paper.get("gflops")
     return gflops is None, gflops or 0.0, str(entry["variant"]), entry.get("protocol") or 0, entry["job_dir"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -12,15 +11,16 @@ from omegaconf import OmegaConf
 from .errors import ConfigError
 from .model.spec import ArchSpec
 
-CONFIG_DIR_ENV = "CONVNEXTPOSE_EVAL_CONF"
-
 
 def config_dir() -> Path:
-    """The project's ``conf/`` folder (next to ``src/``), or the folder named by $CONVNEXTPOSE_EVAL_CONF."""
-    override = os.environ.get(CONFIG_DIR_ENV)
-    folder = Path(override) if override else Path(__file__).resolve().parents[2] / "conf"
+    """The project's ``conf/`` folder, next to ``src/`` in the checkout the package is installed from.
+
+    $CONVNEXTPOSE_EVAL_ROOT moves the outputs (paths.root_dir), not the configs: tests point it at
+    temporary folders while reading the checkout's conf/.
+    """
+    folder = Path(__file__).resolve().parents[2] / "conf"
     if not (folder / "variant").is_dir():
-        raise ConfigError(f"{folder}: no variant/ configs here; set {CONFIG_DIR_ENV} to the project's conf/ folder")
+        raise ConfigError(f"{folder}: no variant/ configs here; install the project with pip install -e . from its checkout")
     return folder
 
 
@@ -40,4 +40,5 @@ def released_variants() -> dict[str, dict[str, Any]]:
 
 
 def released_specs() -> dict[str, ArchSpec]:
+    """Variant name -> the architecture it builds."""
     return {name: ArchSpec.from_variant(node) for name, node in released_variants().items()}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import DataError
 
 BOX_SCALE = 1.25
@@ -97,15 +99,11 @@ class CropCache:
         return patch if patch.shape == (size, size, 3) and patch.dtype == np.uint8 else None
 
     def store(self, image_path: Path, bbox: np.ndarray, size: int, patch: np.ndarray) -> None:
+        """Save a patch; a cache that cannot be written only costs speed, so failures are ignored."""
         path = self._path(image_path, bbox, size)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        buffer = io.BytesIO()
+        np.save(buffer, patch, allow_pickle=False)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                np.save(handle, patch, allow_pickle=False)
-            os.replace(tmp, path)
-        except OSError:  # a cache that cannot be written only costs speed
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+            atomic_write_bytes(path, buffer.getvalue(), durable=False)
+        except OSError:
+            pass

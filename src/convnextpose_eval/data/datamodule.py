@@ -86,12 +86,12 @@ class H36MDataModule(pl.LightningDataModule):
         root: str,
         protocol: int,
         use_gt_info: bool,
-        input_size: int = 256,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        crop_cache_dir: str | None = None,
-        index_cache_dir: str | None = None,
+        input_size: int,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        crop_cache_dir: str | None,
+        index_cache_dir: str | None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()

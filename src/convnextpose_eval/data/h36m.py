@@ -103,8 +103,9 @@ def _load_bbox_root(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
 
 
 def _subject_rows(
-    root: Path, subject: int, files: dict[str, Path], use_gt_info: bool, bbox_root: dict[int, tuple[np.ndarray, np.ndarray]] | None
+    subject: int, files: dict[str, Path], bbox_root: dict[int, tuple[np.ndarray, np.ndarray]] | None, missing: list[int]
 ) -> list[dict[str, Any]]:
+    """One subject's test rows in annotation order; test images the RootNet table lacks go to ``missing``."""
     data_path, camera_path, joint_path = files["data"], files["camera"], files["joint_3d"]
     data = _read_json(data_path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
@@ -151,7 +152,7 @@ def _subject_rows(
         width, height = int(_field(data_path, image, "width", what)), int(_field(data_path, image, "height", what))
         if bbox_root is not None:
             if image_id not in bbox_root:
-                rows.append({"missing_bbox_root": image_id})
+                missing.append(int(image_id))
                 continue
             bbox, root_cam = bbox_root[image_id]
         else:
@@ -178,9 +179,9 @@ def _build_index(root: Path, protocol: int, use_gt_info: bool) -> TestIndex:
     subjects = PROTOCOL_SUBJECTS[protocol]
     bbox_root = None if use_gt_info else _load_bbox_root(root / BBOX_ROOT_FILE)
     rows: list[dict[str, Any]] = []
+    missing: list[int] = []  # test images the RootNet file has no entry for
     for subject in subjects:
-        rows.extend(_subject_rows(root, subject, _annotation_files(root, subject), use_gt_info, bbox_root))
-    missing = [row["missing_bbox_root"] for row in rows if "missing_bbox_root" in row]
+        rows.extend(_subject_rows(subject, _annotation_files(root, subject), bbox_root, missing))
     if missing:
         raise DataError(
             f"{root / BBOX_ROOT_FILE}: has no entry for {len(missing)} test images (first image_id: {missing[0]}); "

@@ -372,10 +372,18 @@ def _check_replaceable(root: Path) -> None:
         raise DataError(f"{root}: exists and is not a folder; refusing to replace it")
 
 
-def _install(built: Path, root: Path) -> None:
-    """Move the finished sample to ``root``; an older one is moved aside first and deleted last."""
-    if not root.exists():
-        os.rename(built, root)
+def _install(built: Path, root: Path, replace: bool) -> None:
+    """Move the finished sample to ``root``; an older one is moved aside first and deleted last.
+
+    Without ``replace``, a complete sample that another process installed meanwhile wins and ours is dropped.
+    """
+    if not root.exists() or not replace:
+        try:
+            os.rename(built, root)
+        except OSError:
+            if replace or not (root / MARKER).is_file():
+                raise
+            shutil.rmtree(built, ignore_errors=True)
         return
     aside = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:8]}")
     os.rename(root, aside)
@@ -387,7 +395,7 @@ def _install(built: Path, root: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def generate_sample(root: Path, seed: int = 0) -> Path:
+def generate_sample(root: Path, seed: int = 0, replace: bool = True) -> Path:
     """Build the whole sample in a hidden sibling folder, then move it to ``root``.
 
     A crash or interrupt leaves ``root`` as it was (absent, or the previous sample).
@@ -405,7 +413,7 @@ def generate_sample(root: Path, seed: int = 0) -> Path:
             "note": "synthetic data and random weights: numbers from it say nothing about the real checkpoints",
         }  # fmt: skip
         _write_json(building / MARKER, marker)
-        _install(building, root)
+        _install(building, root, replace)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
@@ -415,7 +423,7 @@ def generate_sample(root: Path, seed: int = 0) -> Path:
 def ensure_sample(root: Path, seed: int = 0) -> Path:
     """The sample at ``root``, generated only if no complete one (with its marker) is there."""
     root = Path(root)
-    return root if (root / MARKER).is_file() else generate_sample(root, seed)
+    return root if (root / MARKER).is_file() else generate_sample(root, seed, replace=False)
 
 
 def _folder_size(folder: Path) -> int:

@@ -97,17 +97,19 @@ class ConvNeXtPose(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Learnable parameters (BatchNorm running statistics are buffers, not counted), as the paper counts."""
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_size: int | None = None) -> int:
+def count_macs(model: ConvNeXtPose) -> int:
     """Multiply-accumulates of one forward pass, from torch's own FLOP counter (FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    size = input_size or model.spec.input_size
+    size = model.spec.input_size
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size, device=device))
     model.train(was_training)
     return counter.get_total_flops() // 2

@@ -176,3 +176,16 @@ def test_bench_reports_three_throughputs(env_root):
     assert all(result[k] > 0 for k in ("eager_fp32_ips", "inference_ips", "pipeline_ips"))
     # The fast path computes the same function as the plain one.
     assert result["max_coord_diff_vs_eager"] < 1e-3
+
+
+def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = env_root / "no_gpu"
+    done = run_cli(env_root, *XS_P1, "trainer=gpu", f"hydra.run.dir={out}")
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible") and "Traceback" not in done.stderr
+    assert not (out / "results.json").exists()

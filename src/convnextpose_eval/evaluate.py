@@ -46,6 +46,11 @@ def build_trainer(trainer_cfg: DictConfig) -> pl.Trainer:
     folder. Spawning starts the ranks from this process instead, so a single run
     and a sweep job behave the same; under torchrun or SLURM the ranks already exist.
     """
+    import torch
+
+    if trainer_cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator}: no CUDA GPU is visible (torch {torch.__version__}, {build}); use trainer=cpu")
     strategy: Any = trainer_cfg.strategy
     if strategy == "ddp" and not _externally_launched():
         from pytorch_lightning.strategies import DDPStrategy

@@ -333,3 +333,22 @@ def test_ensure_sample_keeps_a_complete_sample_and_refuses_foreign_folders(root:
     with pytest.raises(DataError, match="refusing"):
         sample.ensure_sample(foreign)
     assert (foreign / "Human36M_subject9_data.json").read_text() == "{}"
+
+
+def _ensure_in_subprocess(root: str) -> str:
+    from convnextpose_eval.data.sample import ensure_sample as ensure
+
+    return str(ensure(Path(root)))
+
+
+def test_concurrent_ensure_sample_installs_one_complete_sample(tmp_path):
+    """Ranks started by torchrun or srun may all ask for the sample at once: each gets a complete one."""
+    import multiprocessing
+
+    root = tmp_path / "sample"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_ensure_in_subprocess, [str(root), str(root)])
+    assert results == [str(root), str(root)]
+    assert (root / "SYNTHETIC_SAMPLE.json").is_file()
+    assert len(list((root / "checkpoints").glob("*.tar"))) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["sample"], "no half-built or set-aside folders left behind"

@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from convnextpose_eval.model import ArchSpec, ConvNeXtPose
+from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT_ROOT / "conf"
@@ -146,7 +146,7 @@ def released_files(tmp_path_factory, source_networks) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def synthetic_sample(tmp_path_factory) -> Path:
     """The synthetic Human3.6M sample (data and checkpoints), generated once per session. Treat as read-only."""
-    from convnextpose_eval.data.sample import generate_sample
+    from convnextpose_eval.sample.generator import generate_sample
 
     return generate_sample(tmp_path_factory.mktemp("h36m_sample") / "sample")
 
@@ -170,7 +170,7 @@ def sample_eval_root(tmp_path_factory) -> Path:
     Runs of ``run_eval.py experiment=demo`` with this root read the sample and its
     checkpoints from there and keep their caches under its outputs/. Treat the sample as read-only.
     """
-    from convnextpose_eval.data.sample import generate_sample
+    from convnextpose_eval.sample.generator import generate_sample
 
     root = tmp_path_factory.mktemp("eval_root")
     generate_sample(root / "outputs" / "sample")

@@ -222,12 +222,9 @@ class ReferenceNetwork:
         import torch
         from omegaconf import OmegaConf
 
-        from convnextpose_eval.checkpoints import (
-            load_weights,
-            read_checkpoint,
-            resolve_arch,
-        )
-        from convnextpose_eval.model import ArchSpec, ConvNeXtPose
+        from convnextpose_eval.checkpoint.architecture import load_weights, resolve_arch
+        from convnextpose_eval.checkpoint.reader import read_checkpoint
+        from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 
         def as_dict(p: Path) -> dict:
             return OmegaConf.to_container(OmegaConf.load(p), resolve=True)

@@ -9,14 +9,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convnextpose_eval.checkpoints import (
-    infer_arch,
-    read_checkpoint,
-    write_released_checkpoint,
-)
+from convnextpose_eval.checkpoint.architecture import infer_arch
+from convnextpose_eval.checkpoint.reader import read_checkpoint
+from convnextpose_eval.config.variants import released_specs
 from convnextpose_eval.errors import CheckpointError
-from convnextpose_eval.model import ArchSpec, ConvNeXtPose
-from convnextpose_eval.variants import released_specs
+from convnextpose_eval.network import ArchSpec, ConvNeXtPose
+from convnextpose_eval.sample.released_format import write_released_checkpoint
 
 
 @pytest.fixture(scope="module")

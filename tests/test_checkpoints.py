@@ -32,18 +32,18 @@ from conftest import (
     legacy_head_name,
 )
 
-from convnextpose_eval.checkpoints import (
+from convnextpose_eval.checkpoint.architecture import (
     infer_arch,
     load_weights,
-    locate_checkpoint,
     match_variant,
-    read_checkpoint,
     resolve_arch,
-    write_released_checkpoint,
 )
+from convnextpose_eval.checkpoint.fetch import locate_checkpoint
+from convnextpose_eval.checkpoint.reader import read_checkpoint
+from convnextpose_eval.config.variants import released_specs
 from convnextpose_eval.errors import CheckpointError
-from convnextpose_eval.model import ConvNeXtPose
-from convnextpose_eval.variants import released_specs
+from convnextpose_eval.network import ConvNeXtPose
+from convnextpose_eval.sample.released_format import write_released_checkpoint
 
 FOLDER_ID = "12H7zkLvmJtrkCmAUAPkQ6788WAnO60gI"  # REFERENCE.md section 6
 FORMS = (
@@ -491,7 +491,8 @@ def test_given_path_and_disabled_download_never_call_gdown(drive, tmp_path, rele
 
 def test_head_override_that_contradicts_the_file_is_refused(released_files, variant_cfgs, known_specs):
     """variant=L with variant.head.channels=384 against the real L file: the file's shapes win, loudly."""
-    from convnextpose_eval.checkpoints import read_checkpoint, resolve_arch
+    from convnextpose_eval.checkpoint.architecture import resolve_arch
+    from convnextpose_eval.checkpoint.reader import read_checkpoint
 
     overridden = {**variant_cfgs["L"], "head": {**variant_cfgs["L"]["head"], "channels": 384}}
     ckpt = read_checkpoint(released_files["L"])

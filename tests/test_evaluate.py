@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from convnextpose_eval.data.sample import generate_sample
+from convnextpose_eval.sample.generator import generate_sample
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled")

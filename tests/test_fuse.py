@@ -9,7 +9,7 @@ import torch
 from conftest import VARIANTS
 from torch import nn
 
-from convnextpose_eval.model.fuse import (
+from convnextpose_eval.network.fuse import (
     fold_batchnorm,
     fold_into_next,
     fold_into_previous,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from convnextpose_eval.model import (
+from convnextpose_eval.network import (
     ArchSpec,
     ConvNeXtPose,
     count_macs,

@@ -10,18 +10,13 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from convnextpose_eval.callbacks import SweepReport
-from convnextpose_eval.data.skeleton import ACTION_NAMES
-from convnextpose_eval.report import (
-    BENCHMARK_JSON,
-    BENCHMARK_MD,
-    BENCHMARK_PNG,
-    DEAD_JOB_ERROR,
-    compare_to_paper,
-    format_summary,
-    tolerance_band,
-    write_sweep_report,
-)
+from convnextpose_eval.human36m import ACTION_NAMES
+from convnextpose_eval.hydra_callbacks import SweepReport
+from convnextpose_eval.report.entries import DEAD_JOB_ERROR
+from convnextpose_eval.report.paper import compare_to_paper, tolerance_band
+from convnextpose_eval.report.summary import format_summary
+from convnextpose_eval.report.sweep import write_sweep_report
+from convnextpose_eval.results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
 
 BANDS = [(1.0, "excellent"), (2.0, "very good"), (5.0, "acceptable")]
 PAPER = {

@@ -20,17 +20,17 @@ import numpy as np
 import pytest
 import torch
 
-from convnextpose_eval.checkpoints import (
+from convnextpose_eval.checkpoint.architecture import (
     infer_arch,
     load_weights,
     match_variant,
-    read_checkpoint,
 )
-from convnextpose_eval.data import sample
-from convnextpose_eval.data.skeleton import ACTION_NAMES, SKELETON
+from convnextpose_eval.checkpoint.reader import read_checkpoint
+from convnextpose_eval.config.variants import released_specs
+from convnextpose_eval.sample import generator as sample
 from convnextpose_eval.errors import DataError
-from convnextpose_eval.model import ConvNeXtPose
-from convnextpose_eval.variants import released_specs
+from convnextpose_eval.human36m import ACTION_NAMES, SKELETON
+from convnextpose_eval.network import ConvNeXtPose
 
 FILE_NAME = re.compile(r"^(s_(\d{2})_act_(\d{2})_subact_(\d{2})_ca_(\d{2}))/\1_(\d{6})\.jpg$")
 SUBJECTS = (1, 9, 11)
@@ -104,7 +104,7 @@ def is_test(image: dict[str, Any], protocol: int) -> bool:
 def test_layout_and_marker(root: Path) -> None:
     marker = json.loads((root / "SYNTHETIC_SAMPLE.json").read_text())
     assert marker["synthetic"] is True and marker["seed"] == 0
-    assert marker["generator"] == "convnextpose_eval.data.sample" and "random weights" in marker["note"]
+    assert marker["generator"] == "convnextpose_eval.sample" and "random weights" in marker["note"]
     for subject in SUBJECTS:
         for kind in ("data", "camera", "joint_3d"):
             assert (root / "annotations" / f"Human36M_subject{subject}_{kind}.json").is_file()
@@ -336,7 +336,7 @@ def test_ensure_sample_keeps_a_complete_sample_and_refuses_foreign_folders(root:
 
 
 def _ensure_in_subprocess(root: str) -> str:
-    from convnextpose_eval.data.sample import ensure_sample as ensure
+    from convnextpose_eval.sample.generator import ensure_sample as ensure
 
     return str(ensure(Path(root)))
 

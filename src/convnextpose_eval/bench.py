@@ -28,12 +28,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from .checkpoints import load_weights, read_checkpoint
+from .checkpoint.architecture import load_weights
+from .checkpoint.reader import read_checkpoint
+from .config.variants import config_dir
 from .errors import ConfigError, EvalError, one_line
 from .evaluate import build_datamodule, build_evaluator, build_trainer, uses_gpu
-from .model import ConvNeXtPose
-from .module import PIXEL_MEAN, PIXEL_STD
-from .variants import config_dir
+from .evaluator import PIXEL_MEAN, PIXEL_STD
+from .network import ConvNeXtPose
 
 
 def compose_config(overrides: list[str]) -> DictConfig:

@@ -12,16 +12,16 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from .atomic import atomic_write_json, atomic_write_text, check_writable
-from .checkpoints import locate_checkpoint
+from .checkpoint.fetch import locate_checkpoint
+from .config.variants import released_variants
 from .data.datamodule import H36MDataModule
-from .data.sample import MARKER as SAMPLE_MARKER
-from .data.sample import ensure_sample
 from .errors import ConfigError, EvalError, one_line
-from .filenames import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE
-from .module import PoseEvaluator
-from .report import format_summary
-from .results import ResultWriter
-from .variants import released_variants
+from .evaluator import PoseEvaluator
+from .report.summary import format_summary
+from .results.files import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE
+from .results.records import ResultWriter
+from .sample.generator import MARKER as SAMPLE_MARKER
+from .sample.generator import ensure_sample
 
 
 def _externally_launched() -> bool:

@@ -7,10 +7,11 @@ import json
 import sys
 from typing import Any
 
-from .checkpoints import infer_arch, match_variant, read_checkpoint
+from .checkpoint.architecture import infer_arch, match_variant
+from .checkpoint.reader import read_checkpoint
+from .config.variants import released_specs
 from .errors import EvalError, one_line
-from .model import ConvNeXtPose, count_parameters
-from .variants import released_specs
+from .network import ConvNeXtPose, count_parameters
 
 
 def describe(path: str) -> dict[str, Any]:

@@ -22,8 +22,7 @@ import orjson
 
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
-from .crops import process_bbox
-from .skeleton import (
+from ..human36m import (
     JOINT_NUM,
     L_SHOULDER,
     PROTOCOL_SUBJECTS,
@@ -31,6 +30,7 @@ from .skeleton import (
     ROOT_INDEX,
     TEST_FRAME_STRIDE,
 )
+from .crops import process_bbox
 
 INDEX_FORMAT_VERSION = 1
 BBOX_ROOT_FILE = Path("bbox_root") / "bbox_root_human36m_output.json"

@@ -9,11 +9,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .atomic import atomic_write_json
-from .data.skeleton import ACTION_NAMES
-from .filenames import PREDICTIONS_FILE, RESULTS_FILE
-from .model import ConvNeXtPose, count_macs, count_parameters
-from .report import compare_to_paper
+from ..atomic import atomic_write_json
+from ..human36m import ACTION_NAMES
+from ..network import ConvNeXtPose, count_macs, count_parameters
+from ..report.paper import compare_to_paper
+from .files import PREDICTIONS_FILE, RESULTS_FILE
 
 
 def _number(value: torch.Tensor) -> float | None:

@@ -49,12 +49,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..checkpoints import write_released_checkpoint
+from ..config.variants import released_variants
+from ..data.crops import BOX_SCALE
 from ..errors import DataError, EvalError
-from ..model import ArchSpec, ConvNeXtPose
-from ..variants import released_variants
-from .crops import BOX_SCALE
-from .skeleton import (
+from ..human36m import (
     ACTION_NAMES,
     JOINT_NAMES,
     PROTOCOL_SUBJECTS,
@@ -62,11 +60,13 @@ from .skeleton import (
     SKELETON,
     TEST_FRAME_STRIDE,
 )
+from ..network import ArchSpec, ConvNeXtPose
+from .released_format import write_released_checkpoint
 
 # Logit scale of the synthetic final layer: sharp enough that predictions vary with the image.
 FINAL_LAYER_GAIN = 8.0
 MARKER = "SYNTHETIC_SAMPLE.json"
-GENERATOR = "convnextpose_eval.data.sample"  # not __name__, which is "__main__" under python -m
+GENERATOR = "convnextpose_eval.sample"  # not __name__, which is "__main__" under python -m
 IMAGE_SIZE = 480
 FOCAL = 560.0
 BBOX_MARGIN = 15.0
@@ -432,7 +432,7 @@ def _folder_size(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m convnextpose_eval.data.sample OUT_DIR [--seed N]``: build the sample, say what was written."""
+    """``python -m convnextpose_eval.sample OUT_DIR [--seed N]``: build the sample, say what was written."""
     parser = argparse.ArgumentParser(description="Write the synthetic Human3.6M sample and random-weight checkpoints.")
     parser.add_argument("out_dir", type=Path, help="folder to create (an earlier sample there is replaced)")
     parser.add_argument("--seed", type=int, default=0, help="non-negative seed (default 0)")

@@ -11,25 +11,20 @@ import torch
 import torch.distributed as dist
 from torchmetrics import SumMetric
 
-from .checkpoints import (
-    LoadedCheckpoint,
-    load_weights,
-    match_variant,
-    read_checkpoint,
-    resolve_arch,
-)
-from .data.skeleton import (
+from .checkpoint.architecture import load_weights, match_variant, resolve_arch
+from .checkpoint.reader import LoadedCheckpoint, read_checkpoint
+from .config.variants import released_specs
+from .geometry import camera_to_heatmap, heatmap_to_camera
+from .human36m import (
     ACTION_NAMES,
     DEPTH_RANGE_MM,
     EVAL_JOINTS,
     ROOT_INDEX,
     flip_permutation,
 )
-from .geometry import camera_to_heatmap, heatmap_to_camera
 from .metrics import pose_metrics
-from .model import ArchSpec, ConvNeXtPose
-from .model.fuse import fold_batchnorm
-from .variants import released_specs
+from .network import ArchSpec, ConvNeXtPose
+from .network.fuse import fold_batchnorm
 
 # The weights were trained on 0..255 RGB values normalized with ImageNet's 0..1 statistics.
 PIXEL_MEAN = (0.485, 0.456, 0.406)

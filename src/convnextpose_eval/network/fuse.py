@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .network import ConvNeXtBNBackbone, ConvNeXtBNBlock, ConvNeXtPose, HeadLayer
+from .convnext import ConvNeXtBNBackbone, ConvNeXtBNBlock, ConvNeXtPose, HeadLayer
 
 
 def _affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The ConvNeXtPose network, its architecture spec and soft-argmax."""
 
-from .network import ConvNeXtPose, count_macs, count_parameters
+from .convnext import ConvNeXtPose, count_macs, count_parameters
 from .soft_argmax import soft_argmax_3d
 from .spec import ArchSpec, upsample_for_depth_dim
 

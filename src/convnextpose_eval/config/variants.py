@@ -8,8 +8,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .errors import ConfigError
-from .model.spec import ArchSpec
+from ..errors import ConfigError
+from ..network.spec import ArchSpec
 
 
 def config_dir() -> Path:
@@ -18,7 +18,7 @@ def config_dir() -> Path:
     $CONVNEXTPOSE_EVAL_ROOT moves the outputs (paths.root_dir), not the configs: tests point it at
     temporary folders while reading the checkout's conf/.
     """
-    folder = Path(__file__).resolve().parents[2] / "conf"
+    folder = Path(__file__).resolve().parents[3] / "conf"
     if not (folder / "variant").is_dir():
         raise ConfigError(f"{folder}: no variant/ configs here; install the project with pip install -e . from its checkout")
     return folder

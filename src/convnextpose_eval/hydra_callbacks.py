@@ -10,8 +10,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .filenames import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
-from .report import write_sweep_report
+from .report.sweep import write_sweep_report
+from .results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
 
 
 class SweepReport(Callback):

@@ -1,0 +1,78 @@
+"""The terminal summary of one run: what ran, the metrics against the paper, then the 15 actions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..human36m import ACTION_NAMES
+from .paper import METRIC_LABELS, ORACLE_WARNING, SYNTHETIC_WARNING
+
+
+def num(value: Any, digits: int = 2, empty: str = "-") -> str:
+    return empty if value is None else f"{float(value):.{digits}f}"
+
+
+def warning_flags(results: dict[str, Any]) -> list[str]:
+    """The loud warnings a set of results must carry wherever it is shown."""
+    return [text for key, text in (("synthetic", SYNTHETIC_WARNING), ("oracle", ORACLE_WARNING)) if results.get(key)]
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Plain-text columns: first left-aligned, the others right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        return "  ".join([str(first).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(rest, widths[1:])])
+
+    return [line(header), "  ".join("-" * w for w in widths)] + [line(row) for row in rows]
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """A terminal table of one run: what ran, the three metrics against the paper, then the 15 actions."""
+    checkpoint = results.get("checkpoint") or {}
+    protocol = results.get("protocol")
+    flip = {True: "on", False: "off"}.get(results.get("flip_test"), "?")
+    banners = [f"!!!!!!!! {text} !!!!!!!!" for text in warning_flags(results)]
+    lines = list(banners)
+    lines.append(
+        f"ConvNeXtPose-{results.get('variant', '?')} | protocol {protocol} | "
+        f"{results.get('num_samples', '?')} samples | flip test {flip} | "
+        f"checkpoint epoch {checkpoint.get('epoch', '?')}"
+    )
+    lines.append("")
+    comparison = results.get("comparison")
+    overall = []
+    for metric, label in METRIC_LABELS.items():
+        compared = comparison is not None and comparison.get("metric") == metric
+        overall.append([
+            label,
+            num(results.get("metrics", {}).get(metric)),
+            num(comparison["paper"]) if compared else "-",
+            f"{comparison['diff']:+.2f}" if compared else "-",
+            comparison["band"] if compared else "-",
+        ])  # fmt: skip
+    lines += text_table(["metric (mm)", "ours", "paper", "diff", "band"], overall)
+    lines.append("")
+    per_action = results.get("per_action") or {}
+    rows = []
+    for action in ACTION_NAMES:
+        values = per_action.get(action) or {}
+        rows.append([action, *(num(values.get(m)) for m in METRIC_LABELS), str(values.get("num_samples", "-"))])
+    lines += text_table(["action", *METRIC_LABELS.values(), "samples"], rows)
+    model, speed = results.get("model") or {}, results.get("throughput") or {}
+    extras = []
+    if model.get("params") is not None:
+        extras.append(f"{model['params'] / 1e6:.2f} M params")
+    if model.get("gflops") is not None:
+        extras.append(f"{model['gflops']:.2f} GFLOPs")
+    if speed.get("images_per_s") is not None:
+        extras.append(f"{speed['images_per_s']:.1f} images/s on {speed.get('device', '?')} x{speed.get('devices', 1)}")
+    if extras:
+        lines += ["", "; ".join(extras)]
+    # Repeated at the bottom: the end of the output is what stays on screen.
+    lines += banners
+    return "\n".join(lines)
+
+

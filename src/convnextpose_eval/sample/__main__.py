@@ -1,0 +1,5 @@
+"""``python -m convnextpose_eval.sample OUT_DIR [--seed N]``."""
+
+from .generator import main
+
+main()

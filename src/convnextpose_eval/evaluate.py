@@ -1,27 +1,57 @@
-"""One evaluation from a composed Hydra config: checkpoint -> module + datamodule -> trainer.test -> files."""
+"""One evaluation from a composed config: checks -> checkpoint -> evaluator + datamodule -> trainer.test -> results."""
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .atomic import atomic_write_json, atomic_write_text, check_writable
+from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint.fetch import locate_checkpoint
-from .config.variants import released_variants
+from .config.checks import checked_config
+from .config.compose import as_plain, variant_table
+from .config.schema import Accelerator, EvalConfig, Strategy
 from .data.datamodule import H36MDataModule
 from .errors import ConfigError, EvalError, one_line
 from .evaluator import PoseEvaluator
-from .report.summary import format_summary
-from .results.files import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE
-from .results.records import ResultWriter
+from .report.summary import format_summary, oracle_verdict
+from .results.files import FAILURE_FILE, RESULTS_FILE
+from .results.records import TOOL_NAME, InferenceSettings, RunSettings
+from .results.writer import ResultsWriter
+from .run_folder import RunFolder
 from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
+
+log = logging.getLogger("convnextpose_eval")
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM or SIGINT arrived: the run stops, writes no results and exits non-zero."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise RunInterrupted(signum)
+
+
+def quiet_lightning() -> None:
+    """Lightning's tips and the deprecation notices of its dependencies say nothing about the results."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
 def _externally_launched() -> bool:
@@ -38,152 +68,157 @@ def _externally_launched() -> bool:
     )
 
 
-def build_trainer(trainer_cfg: DictConfig) -> pl.Trainer:
+def uses_gpu(settings: EvalConfig) -> bool:
+    """Whether the configured trainer will run on CUDA devices."""
+    import torch
+
+    return torch.cuda.is_available() and settings.trainer.accelerator in (Accelerator.gpu, Accelerator.cuda, Accelerator.auto)
+
+
+def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A test-only Trainer. ``ddp`` launched from a plain shell uses spawned processes.
 
-    Lightning's default DDP launcher re-runs ``sys.argv`` for each extra rank; under
-    Hydra that re-runs a ``-m`` sweep in every child and puts them in the wrong
-    folder. Spawning starts the ranks from this process instead, so a single run
-    and a sweep job behave the same; under torchrun or SLURM the ranks already exist.
+    Lightning's default DDP launcher re-runs ``sys.argv`` for each extra rank; under Hydra that re-runs a
+    ``-m`` sweep in every child and puts them in the wrong folder. Spawning starts the ranks from this
+    process instead, so a single run and a sweep job behave the same; under torchrun or SLURM the ranks exist.
     """
     import torch
 
-    if trainer_cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    trainer_cfg = settings.trainer
+    accelerator = trainer_cfg.accelerator.value
+    if trainer_cfg.accelerator in (Accelerator.gpu, Accelerator.cuda) and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator}: no CUDA GPU is visible (torch {torch.__version__}, {build}); use trainer=cpu")
-    strategy: Any = trainer_cfg.strategy
-    if strategy == "ddp" and not _externally_launched():
+        raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible (torch {torch.__version__}, {build}); use trainer=cpu")
+    strategy: Any = trainer_cfg.strategy.value
+    if trainer_cfg.strategy is Strategy.ddp and not _externally_launched():
         from pytorch_lightning.strategies import DDPStrategy
 
         strategy = DDPStrategy(start_method="spawn")
     return pl.Trainer(
-        accelerator=trainer_cfg.accelerator,
+        accelerator=accelerator,
         devices=trainer_cfg.devices,
         num_nodes=trainer_cfg.num_nodes,
         strategy=strategy,
         precision=trainer_cfg.precision,
         logger=False,
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=trainer_cfg.progress_bar,
         use_distributed_sampler=False,
         inference_mode=True,
-        benchmark=trainer_cfg.get("cudnn_benchmark"),
+        benchmark=trainer_cfg.cudnn_benchmark,
     )
 
 
-def uses_gpu(cfg: DictConfig) -> bool:
-    """Whether the configured trainer will run on CUDA devices."""
-    import torch
-
-    return torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto")
-
-
-def _pin_memory(cfg: DictConfig) -> bool:
-    return bool(cfg.data.pin_memory) if cfg.data.pin_memory is not None else uses_gpu(cfg)
-
-
-def _meta(cfg: DictConfig, detected_variant: str | None) -> dict[str, Any]:
-    """Run settings for results.json. With ``variant=auto`` the detected variant names the run and
-    brings its paper figures, so an auto run is compared with the paper like a named one."""
-    name = str(cfg.variant.name)
-    paper = OmegaConf.to_container(cfg.variant.paper, resolve=True) if cfg.variant.get("paper") is not None else None
-    if name == "auto" and detected_variant:
-        name, paper = detected_variant, released_variants()[detected_variant]["paper"]
-    return {
-        "variant": name,
-        "protocol": int(cfg.data.protocol),
-        "flip_test": bool(cfg.flip_test),
-        "use_gt_info": bool(cfg.data.use_gt_info),
-        "synthetic": bool(cfg.data.synthetic) or (Path(cfg.data.root).expanduser() / SAMPLE_MARKER).is_file(),
-        "oracle": bool(cfg.oracle),
-        "paper": paper,
-        "data_root": str(Path(cfg.data.root).expanduser().resolve()),
-    }
-
-
-def build_evaluator(cfg: DictConfig) -> PoseEvaluator:
+def build_evaluator(settings: EvalConfig) -> PoseEvaluator:
     """Find the checkpoint (downloading it if needed), load it and check it against the config.
 
     Everything about the checkpoint fails here, before any data is read.
     """
-    if OmegaConf.is_missing(cfg.data, "root"):
-        raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), or run experiment=demo")
-    if cfg.data.synthetic:
-        ensure_sample(Path(cfg.data.root))
+    data = settings.data
+    if data.synthetic:
+        ensure_sample(data.root, variants=variant_table(settings))
     ckpt_path = None
-    if not (cfg.oracle and not cfg.ckpt_path):
+    if not (settings.oracle and settings.ckpt_path is None):
         ckpt_path = locate_checkpoint(
-            cfg.ckpt_path,
-            cfg.variant.checkpoint.file,
-            Path(cfg.paths.checkpoint_dir),
-            cfg.checkpoint_source.drive_folder_id,
-            download=cfg.download,
+            str(settings.ckpt_path) if settings.ckpt_path else None,
+            settings.variant.checkpoint.file,
+            data.checkpoint_dir or settings.paths.checkpoint_dir,
+            settings.checkpoint_source.drive_folder_id,
+            download=settings.download,
         )
     module = PoseEvaluator(
-        variant=OmegaConf.to_container(cfg.variant, resolve=True),
+        variant=as_plain(settings.variant),
         ckpt_path=str(ckpt_path) if ckpt_path else None,
-        flip_test=cfg.flip_test,
-        channels_last=cfg.channels_last,
-        fold_batchnorm=cfg.fold_batchnorm,
-        oracle=cfg.oracle,
+        flip_test=settings.flip_test,
+        channels_last=settings.channels_last,
+        fold_batchnorm=settings.fold_batchnorm,
+        oracle=settings.oracle,
+        tf32=settings.trainer.tf32,
+        known_variants=variant_table(settings),
     )
     module.configure_network()
     return module
 
 
-def build_datamodule(cfg: DictConfig, input_size: int) -> H36MDataModule:
+def build_datamodule(settings: EvalConfig, input_size: int) -> H36MDataModule:
     """The test set, read and checked (annotations, every image present) before any process is spawned."""
+    data = settings.data
+    pin_memory = data.pin_memory if data.pin_memory is not None else uses_gpu(settings)
     datamodule = H36MDataModule(
-        root=cfg.data.root,
-        protocol=cfg.data.protocol,
-        use_gt_info=cfg.data.use_gt_info,
+        root=str(data.root),
+        protocol=data.protocol,
+        use_gt_info=data.use_gt_info,
         input_size=input_size,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        pin_memory=_pin_memory(cfg),
-        crop_cache_dir=cfg.data.crop_cache_dir if cfg.data.crop_cache else None,
-        index_cache_dir=cfg.data.index_cache_dir,
+        batch_size=data.batch_size,
+        num_workers=data.num_workers,
+        pin_memory=pin_memory,
+        crop_cache_dir=str(data.crop_cache_dir) if data.crop_cache else None,
+        index_cache_dir=str(data.index_cache_dir),
     )
     datamodule.setup("test")
     return datamodule
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSettings:
+    """What results.json records of the request. With ``variant=auto`` the detected variant names the run
+    and brings its paper figures, so an auto run is compared with the paper like a named one."""
+    name = settings.variant.name
+    paper = as_plain(settings.variant.paper) if settings.variant.paper is not None else None
+    if name == "auto" and detected_variant:
+        name, paper = detected_variant, as_plain(settings.released[detected_variant].paper)
+    data = settings.data
+    return RunSettings(
+        variant=name,
+        protocol=data.protocol,
+        flip_test=settings.flip_test,
+        use_gt_info=data.use_gt_info,
+        synthetic=data.synthetic or (data.root / SAMPLE_MARKER).is_file(),
+        oracle=settings.oracle,
+        data_root=str(data.root.resolve()),
+        paper=paper,
+        bands=tuple((float(limit), str(label)) for limit, label in settings.report.tolerance_bands),
+        skip_corrupt_s9=data.skip_corrupt_s9,
+        dropped_sequences=tuple(data.corrupt_s9_sequences) if data.skip_corrupt_s9 else (),
+    )
+
+
+def inference_settings(settings: EvalConfig) -> InferenceSettings:
+    return InferenceSettings(
+        precision=settings.trainer.precision,
+        tf32=settings.trainer.tf32,
+        channels_last=settings.channels_last,
+        fold_batchnorm=settings.fold_batchnorm,
+        backend=settings.backend.value,
+    )
+
+
+def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
     """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure.
 
-    Returns the results on the process that wrote them, None on the other ranks of an external launch.
+    Returns the results in the launching process, None on the other ranks of an external launch.
     """
-    try:
-        check_writable(output_dir)
-    except OSError as exc:
-        raise ConfigError(f"{output_dir}: output folder not writable ({exc.strerror or exc})") from None
-    for name in (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE):
-        (output_dir / name).unlink(missing_ok=True)
-
-    module = build_evaluator(cfg)
-    bands = [tuple(band) for band in cfg.report.tolerance_bands]
-    module.on_results = ResultWriter(str(output_dir), _meta(cfg, module.checkpoint_info.get("detected_variant")), bands)
-    datamodule = build_datamodule(cfg, module.arch.input_size)
-    trainer = build_trainer(cfg.trainer)
+    module = build_evaluator(settings)
+    writer = ResultsWriter(output_dir, run_settings(settings, module.checkpoint_info.get("detected_variant")),
+                           inference_settings(settings))  # fmt: skip
+    datamodule = build_datamodule(settings, module.arch.input_size)
+    trainer = build_trainer(settings, [writer])
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
-    except EvalError:
-        raise
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped
-        if "convnextpose_eval.errors" in str(exc):
+        if isinstance(exc, EvalError) or "convnextpose_eval.errors" in str(exc):
             raise EvalError(one_line(exc)) from None
         raise
     if trainer.global_rank != 0:
-        return None  # under torchrun/srun every rank runs this; rank 0 wrote and reports
-    results_path = output_dir / RESULTS_FILE
-    if not results_path.is_file():
-        raise EvalError(f"{results_path}: the run finished without writing results")
-    with open(results_path) as handle:
-        return json.load(handle)
+        return None
+    results = writer.collect(trainer)
+    if results is None:
+        raise EvalError(f"{output_dir / RESULTS_FILE}: the run finished without writing results")
+    return results
 
 
-def _internal_error(exc: Exception, output_dir: Path) -> str:
+def _internal_error(exc: BaseException, output_dir: Path) -> str:
     """A bug or an unforeseen failure: one line on the console, the traceback in the job folder."""
     import traceback
 
@@ -196,32 +231,63 @@ def _internal_error(exc: Exception, output_dir: Path) -> str:
     return f"unexpected {type(exc).__name__}: {one_line(exc)}{where}"
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any] | None:
-    """Hydra task: evaluate, print the summary; on failure print one line and exit non-zero.
+def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
+    try:
+        atomic_write_json(output_dir / FAILURE_FILE, {"tool": TOOL_NAME, "variant": variant, "status": "failed", "error": reason})
+    except OSError:
+        pass  # the sweep report lists a job folder without results as failed anyway
 
-    Inside a ``-m`` sweep a failure is recorded in ``failure.json`` instead of
-    exiting, so the remaining jobs run and the sweep report lists it.
+
+def run_job(cfg: DictConfig) -> dict[str, Any] | None:
+    """Hydra task: check, evaluate, print the summary; on failure print one line and exit non-zero.
+
+    Inside a ``-m`` sweep an ordinary failure is recorded in ``failure.json`` and the sweep goes on, so
+    the report lists it. SIGTERM or SIGINT stops a run or a whole sweep: the job is recorded as failed,
+    a sweep writes its report of the jobs so far, and the exit status is 128 + the signal number.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    quiet_lightning()
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    variant = str(cfg.variant.name)
+    folder = RunFolder(output_dir)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        results = evaluate(cfg, output_dir)
-    except Exception as exc:
-        reason = one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
-        print(f"error: {reason}", file=sys.stderr)
-        if not in_sweep:
-            sys.exit(2)
         try:
-            atomic_write_json(output_dir / FAILURE_FILE, {"variant": cfg.variant.name, "status": "failed", "error": reason})
-        except OSError:
-            pass  # the sweep report lists a job folder without results as failed anyway
-        return None
+            settings = checked_config(cfg)
+            folder.acquire()
+            folder.clear_previous_results()
+            results = evaluate(settings, output_dir)
+        except (RunInterrupted, KeyboardInterrupt, SystemExit) as exc:
+            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+            if isinstance(exc, SystemExit) and exc.code not in (None, 0, 1):
+                raise
+            reason = f"interrupted by {signal.Signals(signum).name}; no results written"
+            print(f"error: {output_dir}: {reason}", file=sys.stderr)
+            _record_failure(output_dir, variant, reason)
+            if in_sweep:
+                from .hydra_callbacks import report_sweep
+
+                report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
+            sys.exit(128 + int(signum))
+        except Exception as exc:
+            reason = one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
+            print(f"error: {reason}", file=sys.stderr)
+            if not in_sweep:
+                sys.exit(2)
+            _record_failure(output_dir, variant, reason)
+            return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        folder.release()
     if results is None:
         return None
-    print(format_summary(results))
-    print(f"results: {output_dir / RESULTS_FILE}")
+    log.info(format_summary(results))
+    if results.get("oracle"):
+        log.info(oracle_verdict(results))
+    log.info(f"results: {output_dir / RESULTS_FILE}")
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +14,38 @@ from omegaconf import DictConfig, OmegaConf
 from .report.sweep import write_sweep_report
 from .results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
 
+SWEEP_START_FILE = ".sweep_started"
+
+
+def report_sweep(sweep_dir: Path, config: DictConfig) -> dict[str, Any]:
+    """Write the sweep's three reports covering the jobs this sweep started (see :class:`SweepReport`)."""
+    bands = OmegaConf.select(config, "report.tolerance_bands", default=None)
+    papers = {str(name): OmegaConf.to_container(node.paper) if node.get("paper") is not None else {}
+              for name, node in (OmegaConf.select(config, "released", default=None) or {}).items()}  # fmt: skip
+    started = sweep_dir / SWEEP_START_FILE
+    since = started.stat().st_mtime_ns if started.is_file() else None
+    return write_sweep_report(sweep_dir, bands=OmegaConf.to_container(bands) if bands is not None else None,
+                              since_ns=since, papers=papers)  # fmt: skip
+
 
 class SweepReport(Callback):
     """Write the benchmark reports into the sweep folder and make the sweep exit 1 if any job failed.
 
+    A reused sweep folder may hold job folders of an earlier sweep: the report covers only job folders
+    whose job started after this sweep did (Hydra writes each job's ``.hydra/`` as it starts).
     Hydra turns an ``Exception`` raised by a callback into a mere warning, so every failure here,
     the report's own included, is turned into ``SystemExit(1)`` after saying why on stderr.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_START_FILE).write_text(f"{time.time_ns()}\n")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        bands = OmegaConf.select(config, "report.tolerance_bands", default=None)
         try:
-            aggregate = write_sweep_report(
-                sweep_dir, bands=OmegaConf.to_container(bands) if bands is not None else None
-            )
+            aggregate = report_sweep(sweep_dir, config)
         except Exception as exc:  # noqa: BLE001 - Hydra would swallow it; the exit status must tell
             print(f"sweep report for {sweep_dir} could not be written: {exc}", file=sys.stderr)
             raise SystemExit(1) from exc

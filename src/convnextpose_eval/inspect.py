@@ -9,15 +9,16 @@ from typing import Any
 
 from .checkpoint.architecture import infer_arch, match_variant
 from .checkpoint.reader import read_checkpoint
-from .config.variants import released_specs
+from .config.compose import released_variants
 from .errors import EvalError, one_line
 from .network import ConvNeXtPose, count_parameters
+from .network.spec import specs_of
 
 
 def describe(path: str) -> dict[str, Any]:
     """The architecture and provenance a checkpoint implies, as plain data."""
     ckpt = read_checkpoint(path)
-    known = released_specs()
+    known = specs_of(released_variants())
     spec = infer_arch(ckpt, known)
     num_params = count_parameters(ConvNeXtPose(spec))
     return {

@@ -1,1 +1,1 @@
-"""config"""
+"""The configuration room: the typed schema, composition outside ``run_eval.py`` and up-front value checks."""

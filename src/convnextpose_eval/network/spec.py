@@ -67,3 +67,8 @@ def upsample_for_depth_dim(depth_dim: int, input_size: int = 256, layers: int = 
     if base * 2**ups != depth_dim or ups > layers:
         raise ValueError(f"no upsampling of {layers} layers turns a {base}x{base} map into {depth_dim}x{depth_dim}")
     return tuple(i < ups for i in range(layers))
+
+
+def specs_of(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, ArchSpec]:
+    """Variant name -> the architecture it builds, for a table of fully specified variant configs."""
+    return {name: ArchSpec.from_variant(node) for name, node in variants.items()}

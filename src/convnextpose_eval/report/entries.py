@@ -9,8 +9,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..config.variants import released_variants
-from ..errors import EvalError
 from ..results.files import FAILURE_FILE, RESULTS_FILE
 from .paper import HEADLINE_METRIC, PAPER_KEY, compare_to_paper
 
@@ -73,17 +71,12 @@ def read_entry(job_dir: Path, bands: Sequence[tuple[float, str]] | None) -> dict
     return entry
 
 
-def _released_papers() -> dict[str, dict[str, Any]]:
-    """Paper blocks of the released variants, to place a failed job that recorded none; empty if unreadable."""
-    try:
-        return {name: node.get("paper") or {} for name, node in released_variants().items()}
-    except EvalError:
-        return {}
+def order_key(entry: dict[str, Any], papers: dict[str, dict[str, Any]] | None = None) -> tuple[Any, ...]:
+    """Smallest network first (the paper's GFLOPs: XS, S, M, L), unknown ones after, by name.
 
-
-def order_key(entry: dict[str, Any]) -> tuple[Any, ...]:
-    """Smallest network first (the paper's GFLOPs: XS, S, M, L), unknown ones after, by name."""
-    paper = entry.get("paper") or (_released_papers().get(str(entry["variant"])) or {})
+    ``papers`` (variant -> paper block) places a failed job that recorded no paper figures.
+    """
+    paper = entry.get("paper") or ((papers or {}).get(str(entry["variant"])) or {})
     gflops = paper.get("gflops")
     return gflops is None, gflops or 0.0, str(entry["variant"]), entry.get("protocol") or 0, entry["job_dir"]
 

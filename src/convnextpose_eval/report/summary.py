@@ -76,3 +76,16 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+
+
+ORACLE_LIMIT_MM = 1.0
+
+
+def oracle_verdict(results: dict[str, Any]) -> str:
+    """PASS when every error of an oracle run is below 1 mm: the data side of the install reproduces the geometry."""
+    metrics = results.get("metrics") or {}
+    values = [metrics.get(name) for name in METRIC_LABELS]
+    worst = max((float(v) for v in values if v is not None), default=float("nan"))
+    passed = worst < ORACLE_LIMIT_MM
+    verdict = "PASS" if passed else "FAIL"
+    return f"oracle check: {verdict} (largest error {worst:.4f} mm, must be < {ORACLE_LIMIT_MM:g} mm)"

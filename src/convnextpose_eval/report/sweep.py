@@ -21,16 +21,30 @@ from .summary import num
 from .sweep_plot import plot_sweep
 
 
-def write_sweep_report(sweep_dir: Path, bands: Sequence[tuple[float, str]] | None = None) -> dict[str, Any]:
-    """Gather every job folder of a sweep and write the JSON, Markdown and PNG reports into the sweep folder.
+def _job_started_ns(job_dir: Path) -> int:
+    """When the job started: Hydra writes its ``.hydra/`` folder first thing; the folder itself otherwise."""
+    marker = job_dir / ".hydra"
+    return (marker if marker.exists() else job_dir).stat().st_mtime_ns
+
+
+def write_sweep_report(
+    sweep_dir: Path,
+    bands: Sequence[tuple[float, str]] | None = None,
+    since_ns: int | None = None,
+    papers: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Gather the sweep's job folders and write the JSON, Markdown and PNG reports into the sweep folder.
 
     With ``bands`` the comparisons are recomputed with them; without, each job's stored comparison is used.
+    With ``since_ns`` only jobs started at or after it count (a reused sweep folder keeps older job folders).
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: sweep folder does not exist")
     job_dirs = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    entries = sorted((read_entry(p, bands) for p in job_dirs), key=order_key)
+    if since_ns is not None:
+        job_dirs = [p for p in job_dirs if _job_started_ns(p) >= since_ns]
+    entries = sorted((read_entry(p, bands) for p in job_dirs), key=lambda entry: order_key(entry, papers))
     ok = [e for e in entries if e["status"] == "ok"]
     protocols = {e["protocol"] for e in entries if e.get("protocol") is not None}
     aggregate = {

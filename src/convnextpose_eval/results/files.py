@@ -3,6 +3,7 @@
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.json"
 FAILURE_FILE = "failure.json"
+WORST_CASES_PNG = "worst_cases.png"
 BENCHMARK_JSON = "benchmark_results.json"
 BENCHMARK_MD = "BENCHMARK_REPORT.md"
 BENCHMARK_PNG = "benchmark_comparison.png"

@@ -1,82 +1,128 @@
-"""Turn the evaluator's scores into ``results.json`` and ``predictions.json`` (INTERFACE.md), atomically."""
+"""Typed records of one evaluation, and their JSON form (``results.json``, INTERFACE.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import torch
-
-from ..atomic import atomic_write_json
-from ..human36m import ACTION_NAMES
-from ..network import ConvNeXtPose, count_macs, count_parameters
 from ..report.paper import compare_to_paper
-from .files import PREDICTIONS_FILE, RESULTS_FILE
+
+TOOL_NAME = "convnextpose-eval"
 
 
-def _number(value: torch.Tensor) -> float | None:
+@dataclass(frozen=True)
+class RunSettings:
+    """What was asked for: the settings a result is only meaningful with."""
+
+    variant: str
+    protocol: int
+    flip_test: bool
+    use_gt_info: bool
+    synthetic: bool
+    oracle: bool
+    data_root: str
+    paper: dict[str, Any] | None
+    bands: tuple[tuple[float, str], ...]
+    skip_corrupt_s9: bool = False
+    dropped_sequences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """The numeric settings of the forward pass: anything but float32 without TF32 is not exact."""
+
+    precision: str
+    tf32: bool
+    channels_last: bool
+    fold_batchnorm: bool
+    backend: str = "pytorch"
+    onnx: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where the weights came from."""
+
+    path: str
+    sha256: str
+    epoch: int | None
+    detected_variant: str | None
+    key_style: str
+    dtype_note: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The network that ran: its architecture, parameters and multiply-accumulates."""
+
+    arch: dict[str, Any]
+    heatmap_size: int
+    params: int
+    gflops: float
+
+
+@dataclass
+class Scores:
+    """Errors in mm (PCK and AUC in percent), overall and broken down; NaN where a group is empty."""
+
+    metrics: dict[str, float | None]
+    per_action: dict[str, dict[str, Any]]
+    per_subject: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_joint: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    action_average: dict[str, float | None] = field(default_factory=dict)
+    num_samples: int = 0
+
+
+@dataclass
+class RunResults:
+    """Everything ``results.json`` holds."""
+
+    settings: RunSettings
+    inference: InferenceSettings
+    scores: Scores
+    checkpoint: CheckpointInfo | None
+    model: ModelInfo
+    throughput: dict[str, Any]
+    crop_cache: dict[str, int]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``results.json`` object (key names are the contract in INTERFACE.md)."""
+        s = self.settings
+        comparison = compare_to_paper(self.scores.metrics, s.paper, s.protocol, s.bands)
+        return {
+            "tool": TOOL_NAME,
+            "variant": s.variant,
+            "protocol": s.protocol,
+            "num_samples": self.scores.num_samples,
+            "flip_test": s.flip_test,
+            "use_gt_info": s.use_gt_info,
+            "synthetic": s.synthetic,
+            "oracle": s.oracle,
+            "skip_corrupt_s9": s.skip_corrupt_s9,
+            "dropped_sequences": list(s.dropped_sequences),
+            "metrics": self.scores.metrics,
+            "action_average": self.scores.action_average,
+            "per_action": self.scores.per_action,
+            "per_subject": self.scores.per_subject,
+            "per_joint": self.scores.per_joint,
+            "checkpoint": dataclasses.asdict(self.checkpoint) if self.checkpoint else None,
+            "model": {**self.model.arch, "heatmap_size": self.model.heatmap_size, "params": self.model.params,
+                      "gflops": self.model.gflops},  # fmt: skip
+            "inference": dataclasses.asdict(self.inference),
+            "paper": s.paper,
+            "comparison": comparison,
+            "throughput": self.throughput,
+            "crop_cache": self.crop_cache,
+            "data_root": s.data_root,
+            "created": self.created,
+        }
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an empty group's mean is written as null."""
     number = float(value)
     return None if math.isnan(number) else number
-
-
-def assemble_results(payload: Mapping[str, Any], meta: Mapping[str, Any], bands: Sequence[tuple[float, str]]) -> dict[str, Any]:
-    """The results.json object: run settings, overall and per-action scores, provenance, paper comparison."""
-    scores = payload["scores"]
-    counts = scores["mpjpe"]["count"]
-    metrics = {name: _number(value["overall"]) for name, value in scores.items()}
-    per_action = {
-        action: {**{name: _number(value["per_group"][i]) for name, value in scores.items()}, "num_samples": int(counts[i])}
-        for i, action in enumerate(ACTION_NAMES)
-    }
-    arch = payload["arch"]
-    network = ConvNeXtPose(arch)
-    num_samples = int(counts.sum())
-    seconds = float(payload["seconds"])
-    return {
-        "variant": meta["variant"],
-        "protocol": meta["protocol"],
-        "num_samples": num_samples,
-        "flip_test": meta["flip_test"],
-        "use_gt_info": meta["use_gt_info"],
-        "synthetic": meta["synthetic"],
-        "oracle": meta["oracle"],
-        "metrics": metrics,
-        "per_action": per_action,
-        "checkpoint": dict(payload["checkpoint"]) or None,
-        "model": {
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in arch.to_dict().items()},
-            "heatmap_size": arch.heatmap_size,
-            "params": count_parameters(network),
-            "gflops": round(count_macs(network) / 1e9, 4),
-        },
-        "paper": dict(meta["paper"]) if meta.get("paper") else None,
-        "comparison": compare_to_paper(metrics, meta.get("paper"), meta["protocol"], bands),
-        "throughput": {
-            "images_per_s": num_samples / seconds if seconds > 0 else None,
-            "seconds": seconds,
-            "device": payload["device"],
-            "devices": payload["world_size"],
-        },
-        "crop_cache": dict(payload["crop_cache"]),
-        "data_root": meta["data_root"],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-class ResultWriter:
-    """Called on global rank 0 with everything the run produced; writes predictions first, results last.
-
-    A plain picklable object, so spawned DDP processes can carry it.
-    """
-
-    def __init__(self, output_dir: str, meta: Mapping[str, Any], bands: Sequence[tuple[float, str]]) -> None:
-        self.output_dir = Path(output_dir)
-        self.meta = dict(meta)
-        self.bands = [(float(limit), str(name)) for limit, name in bands]
-
-    def __call__(self, payload: Mapping[str, Any]) -> None:
-        results = assemble_results(payload, self.meta, self.bands)
-        atomic_write_json(self.output_dir / PREDICTIONS_FILE, payload["predictions"])
-        atomic_write_json(self.output_dir / RESULTS_FILE, results)

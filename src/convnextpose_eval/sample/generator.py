@@ -43,13 +43,13 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import cv2
 import numpy as np
 import torch
 
-from ..config.variants import released_variants
+from ..config.compose import released_variants
 from ..data.crops import BOX_SCALE
 from ..errors import DataError, EvalError
 from ..human36m import (
@@ -347,9 +347,8 @@ def synthetic_state_dict(variant: dict[str, Any], seed: int) -> dict[str, torch.
     return model.state_dict()
 
 
-def _write_checkpoints(folder: Path, seed: int) -> None:
+def _write_checkpoints(folder: Path, seed: int, variants: Mapping[str, Mapping[str, Any]]) -> None:
     """Each variant as ``snapshot_{epoch}.pth.tar`` (as the authors saved it), renamed as released."""
-    variants = released_variants()
     target = folder / "checkpoints"
     target.mkdir(parents=True, exist_ok=True)
     for number, name in enumerate(sorted(variants)):
@@ -395,10 +394,13 @@ def _install(built: Path, root: Path, replace: bool) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def generate_sample(root: Path, seed: int = 0, replace: bool = True) -> Path:
+def generate_sample(
+    root: Path, seed: int = 0, replace: bool = True, variants: Mapping[str, Mapping[str, Any]] | None = None
+) -> Path:
     """Build the whole sample in a hidden sibling folder, then move it to ``root``.
 
-    A crash or interrupt leaves ``root`` as it was (absent, or the previous sample).
+    A crash or interrupt leaves ``root`` as it was (absent, or the previous sample). ``variants`` is the
+    released-variant table (from the run's config; composed from the shipped configs when not given).
     """
     root = Path(root).absolute()
     _check_replaceable(root)
@@ -407,7 +409,7 @@ def generate_sample(root: Path, seed: int = 0, replace: bool = True) -> Path:
     building.chmod(0o755)  # mkdtemp's private 0700 would carry over to root
     try:
         _write_annotations_and_images(building, seed)
-        _write_checkpoints(building, seed)
+        _write_checkpoints(building, seed, variants if variants is not None else released_variants())
         marker = {
             "synthetic": True, "seed": seed, "generator": GENERATOR,
             "note": "synthetic data and random weights: numbers from it say nothing about the real checkpoints",
@@ -420,10 +422,10 @@ def generate_sample(root: Path, seed: int = 0, replace: bool = True) -> Path:
     return root
 
 
-def ensure_sample(root: Path, seed: int = 0) -> Path:
+def ensure_sample(root: Path, variants: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Path:
     """The sample at ``root``, generated only if no complete one (with its marker) is there."""
     root = Path(root)
-    return root if (root / MARKER).is_file() else generate_sample(root, seed, replace=False)
+    return root if (root / MARKER).is_file() else generate_sample(root, seed, replace=False, variants=variants)
 
 
 def _folder_size(folder: Path) -> int:

@@ -1,0 +1,1 @@
+"""Hydra's configuration tree, shipped inside the package as ``convnextpose_eval.conf``."""

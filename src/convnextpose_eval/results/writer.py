@@ -1,0 +1,126 @@
+"""The Lightning callback that scores every test batch once and writes the run's files on global rank 0.
+
+Results flow one way: the evaluator's ``test_step`` returns predictions, this callback turns them into
+metrics and records, writes ``predictions.json`` then ``results.json`` atomically, and hands the records
+back to the caller. Under spawned DDP the writing rank is a child process: the results travel back to the
+launching process through ``trainer.callback_metrics``, which Lightning returns from rank 0 by design.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torchmetrics import SumMetric
+
+from ..atomic import atomic_write_json
+from ..human36m import ACTION_NAMES, EVAL_JOINTS
+from ..metrics import pose_metrics
+from .files import PREDICTIONS_FILE, RESULTS_FILE
+from .records import (
+    CheckpointInfo,
+    InferenceSettings,
+    ModelInfo,
+    RunResults,
+    RunSettings,
+    Scores,
+    finite_or_none,
+)
+
+RESULTS_METRIC_KEY = "convnextpose_eval/results_json"
+
+
+class ResultsWriter(pl.Callback):
+    """Scores the outputs of every test step; on global rank 0 writes the files and keeps :attr:`results`."""
+
+    def __init__(self, output_dir: Path, settings: RunSettings, inference: InferenceSettings) -> None:
+        self.output_dir = Path(output_dir)
+        self.settings = settings
+        self.inference = inference
+        self.metrics = pose_metrics(len(ACTION_NAMES), EVAL_JOINTS)
+        self.cache_hits = SumMetric()
+        self.cache_misses = SumMetric()
+        self.results: dict[str, Any] | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._started = 0.0
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Spawned ranks receive this callback through shared memory: fresh states, or every rank
+        # would add into the same storage.
+        for metric in (*self.metrics.values(), self.cache_hits, self.cache_misses):
+            metric.reset()
+        self.metrics.to(pl_module.device)
+        self.cache_hits.to(pl_module.device)
+        self.cache_misses.to(pl_module.device)
+        self._rows = []
+        self._started = time.perf_counter()
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+        pred_rel, gt_rel, action = outputs["pred_rel"], outputs["gt_rel"], outputs["action"]
+        for metric in self.metrics.values():
+            metric.update(pred_rel, gt_rel, action)
+        cached = outputs["cached"].to(torch.float64)
+        self.cache_hits.update(cached.sum())
+        self.cache_misses.update((1 - cached).sum())
+        # One device-to-host copy per field and batch, not per image.
+        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam")}
+        joints = pred_rel[:, list(EVAL_JOINTS)].tolist()
+        for i, index in enumerate(columns["index"]):
+            self._rows.append({"index": index, "image_id": columns["image_id"][i], "joint_cam": joints[i],
+                               "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i]})  # fmt: skip
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        scores = self._scores()
+        hits, misses = int(self.cache_hits.compute()), int(self.cache_misses.compute())
+        rows = _gather(self._rows)
+        seconds = time.perf_counter() - self._started
+        if trainer.is_global_zero:
+            rows.sort(key=lambda row: row["index"])
+            results = RunResults(
+                settings=self.settings,
+                inference=self.inference,
+                scores=scores,
+                checkpoint=CheckpointInfo(**pl_module.checkpoint_info) if pl_module.checkpoint_info else None,
+                model=ModelInfo(**pl_module.model_info()),
+                throughput={"images_per_s": scores.num_samples / seconds if seconds > 0 else None, "seconds": seconds,
+                            "device": pl_module.device.type, "devices": trainer.world_size},  # fmt: skip
+                crop_cache={"hits": hits, "misses": misses},
+            ).to_json()
+            atomic_write_json(self.output_dir / PREDICTIONS_FILE, [{k: v for k, v in row.items() if k != "index"} for row in rows])
+            atomic_write_json(self.output_dir / RESULTS_FILE, results)
+            self.results = results
+            encoded = json.dumps(results).encode("utf-8")
+            trainer.callback_metrics[RESULTS_METRIC_KEY] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+        # Ranks started by torchrun or srun must not finish before rank 0 has written.
+        trainer.strategy.barrier("results written")
+
+    def _scores(self) -> Scores:
+        computed = {name: metric.compute() for name, metric in self.metrics.items()}
+        counts = computed["mpjpe"]["count"]
+        per_action = {
+            action: {**{name: finite_or_none(value["per_group"][i]) for name, value in computed.items()}, "num_samples": int(counts[i])}
+            for i, action in enumerate(ACTION_NAMES)
+        }
+        metrics = {name: finite_or_none(value["overall"]) for name, value in computed.items()}
+        return Scores(metrics=metrics, per_action=per_action, num_samples=int(counts.sum()))
+
+    def collect(self, trainer: pl.Trainer) -> dict[str, Any] | None:
+        """The results in the launching process: kept here, or carried back from a spawned rank 0."""
+        if self.results is not None:
+            return self.results
+        carried = trainer.callback_metrics.get(RESULTS_METRIC_KEY)
+        return None if carried is None else json.loads(bytes(carried.to(torch.uint8).tolist()).decode("utf-8"))
+
+
+def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(rows)
+    shards: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, rows)
+    return [row for shard in shards for row in shard or []]

@@ -16,42 +16,46 @@ printed is one JSON object.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 import os
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Subset
 
 from .checkpoint.architecture import load_weights
 from .checkpoint.reader import read_checkpoint
-from .config.variants import config_dir
+from .config.checks import checked_config, quote_home_paths
+from .config.compose import compose_config, composition_error
+from .config.schema import EvalConfig, Strategy
 from .errors import ConfigError, EvalError, one_line
-from .evaluate import build_datamodule, build_evaluator, build_trainer, uses_gpu
+from .evaluate import (
+    build_datamodule,
+    build_evaluator,
+    build_trainer,
+    inference_settings,
+    quiet_lightning,
+    run_settings,
+    uses_gpu,
+)
 from .evaluator import PIXEL_MEAN, PIXEL_STD
 from .network import ConvNeXtPose
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The same composition run_eval.py does, without starting a Hydra job."""
-    from hydra import compose, initialize_config_dir
-
-    os.environ.setdefault("CONVNEXTPOSE_EVAL_ROOT", str(config_dir().parent))
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="eval", overrides=overrides)
+from .results.writer import ResultsWriter
 
 
 def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if uses_gpu(cfg) else "cpu")
 
 
-def _autocast(cfg: DictConfig, device: torch.device):
-    precision = str(cfg.trainer.precision)
+def _autocast(settings: EvalConfig, device: torch.device):
+    precision = settings.trainer.precision
     if precision.startswith("bf16"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision.startswith("16"):
@@ -72,30 +76,35 @@ def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> 
     return best
 
 
-def run_bench(cfg: DictConfig) -> dict[str, object]:
-    """Measure (a), (b) and (c) on the first ``bench.images`` test images of the configured data."""
-    if cfg.trainer.strategy == "ddp":
+def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
+    """Measure (a), (b) and (c) on the first ``bench.images`` test images; the pipeline's files go to ``scratch``."""
+    if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("the bench measures one device: use trainer=cpu or trainer=gpu")
-    cfg = OmegaConf.merge(cfg, {"flip_test": True, "oracle": False})
-    module = build_evaluator(cfg)
-    datamodule = build_datamodule(cfg, module.arch.input_size)
-    if cfg.bench.images and cfg.bench.images < len(datamodule.dataset):
-        datamodule.dataset = Subset(datamodule.dataset, range(int(cfg.bench.images)))
+    settings = dataclasses.replace(settings, flip_test=True, oracle=False)
+    settings.trainer.progress_bar = False
+    module = build_evaluator(settings)
+    datamodule = build_datamodule(settings, module.arch.input_size)
+    if settings.bench.images and settings.bench.images < len(datamodule.dataset):
+        datamodule.dataset = Subset(datamodule.dataset, range(settings.bench.images))
     count = len(datamodule.dataset)
-    device = _device(cfg)
-    repeats = int(cfg.bench.repeats)
+    device = _device(settings)
+    repeats = settings.bench.repeats
+    batch_size = settings.data.batch_size
 
-    trainer_cfg = OmegaConf.merge(cfg.trainer, {"progress_bar": False})
-    scores: dict[str, float] = {}
-    module.on_results = lambda payload: scores.update(mpjpe=float(payload["scores"]["mpjpe"]["overall"]))
-
-    def pipeline(precision: str | None = None) -> None:
-        settings = OmegaConf.merge(trainer_cfg, {"precision": precision}) if precision else trainer_cfg
-        build_trainer(settings).test(module, datamodule=datamodule, verbose=False)
+    def pipeline(exact: bool = False) -> float:
+        """One whole trainer.test; returns its MPJPE. ``exact``: float32 without TF32, whatever was asked."""
+        run = settings
+        if exact:
+            run = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, precision="32-true", tf32=False))
+        module.tf32 = run.trainer.tf32
+        writer = ResultsWriter(scratch, run_settings(run, None), inference_settings(run))
+        build_trainer(run, [writer]).test(module, datamodule=datamodule, verbose=False)
+        module.tf32 = settings.trainer.tf32
+        return float(writer.results["metrics"]["mpjpe"])
 
     pipeline()  # warm the crop cache, the allocator and the worker start-up paths
     images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
-    batches = [images[i : i + cfg.data.batch_size] for i in range(0, count, cfg.data.batch_size)]
+    batches = [images[i : i + batch_size] for i in range(0, count, batch_size)]
 
     eager = ConvNeXtPose(module.arch)
     load_weights(eager, read_checkpoint(module.ckpt_path))
@@ -112,6 +121,8 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
         return (plain + mirrored) / 2
 
     def eager_pass() -> None:
+        # The plain way is exact float32: no TF32, whatever (b) and (c) were asked to use.
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():
             for batch in batches:
                 eager_coords(batch)
@@ -119,11 +130,12 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
     module.to(device)
 
     def inference_pass() -> None:
-        with torch.inference_mode(), _autocast(cfg, device):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = settings.trainer.tf32
+        with torch.inference_mode(), _autocast(settings, device):
             for batch in batches:
                 module.predict_coords(batch.to(device, non_blocking=True))
 
-    with torch.inference_mode(), _autocast(cfg, device):
+    with torch.inference_mode(), _autocast(settings, device):
         fast = module.predict_coords(batches[0].to(device)).float()
     with torch.no_grad():
         coord_diff = float((eager_coords(batches[0]) - fast).abs().max())
@@ -133,36 +145,41 @@ def run_bench(cfg: DictConfig) -> dict[str, object]:
     eager_s = _best_time(eager_pass, repeats, device)
     inference_s = _best_time(inference_pass, repeats, device)
     pipeline_s = _best_time(pipeline, repeats, device)
-    mpjpe = scores["mpjpe"]
-    reduced_precision = not str(cfg.trainer.precision).startswith("32")
-    if reduced_precision:
-        pipeline("32-true")
+    mpjpe = pipeline()
+    reduced_precision = not settings.trainer.precision.startswith("32") or settings.trainer.tf32
+    exact_mpjpe = pipeline(exact=True) if reduced_precision else mpjpe
     return {
-        "variant": str(cfg.variant.name),
+        "variant": settings.variant.name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
-        "batch_size": int(cfg.data.batch_size),
+        "batch_size": batch_size,
         "num_images": count,
         "eager_fp32_ips": count / eager_s,
         "inference_ips": count / inference_s,
         "pipeline_ips": count / pipeline_s,
         "inference_vs_eager": eager_s / inference_s,
         "pipeline_vs_inference": inference_s / pipeline_s,
-        "precision": str(cfg.trainer.precision),
+        "precision": settings.trainer.precision,
+        "tf32": settings.trainer.tf32,
         "max_coord_diff_vs_eager": coord_diff,
         "mpjpe": mpjpe,
-        "mpjpe_change_vs_fp32": mpjpe - scores["mpjpe"] if reduced_precision else 0.0,
+        "mpjpe_change_vs_fp32": mpjpe - exact_mpjpe if reduced_precision else 0.0,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Compose the config from ``argv`` overrides, measure, print the table and the JSON line."""
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    quiet_lightning()
     overrides = list(sys.argv[1:] if argv is None else argv)
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    problem = composition_error(overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        result = run_bench(compose_config(overrides))
+        with tempfile.TemporaryDirectory(prefix="convnextpose-bench-") as scratch:
+            result = run_bench(checked_config(compose_config(quote_home_paths(overrides))), Path(scratch))
     except (EvalError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from .config.compose import released_variants
 from .errors import EvalError, one_line
 from .network import ConvNeXtPose, count_parameters
 from .network.spec import specs_of
+from .sample.generator import is_sample_checkpoint
 
 
 def describe(path: str) -> dict[str, Any]:
@@ -35,12 +36,13 @@ def describe(path: str) -> dict[str, Any]:
         "num_params": num_params,
         "sha256": ckpt.sha256,
         "path": str(ckpt.path),
+        "synthetic": is_sample_checkpoint(ckpt.path),
     }
 
 
 def _format(info: dict[str, Any]) -> str:
     rows = [
-        ("file", info["path"]),
+        ("file", info["path"] + ("  (SYNTHETIC sample checkpoint: random weights)" if info["synthetic"] else "")),
         ("variant", info["variant"] or "none (matches no released variant)"),
         ("depths", ",".join(map(str, info["depths"]))),
         ("dims", ",".join(map(str, info["dims"]))),

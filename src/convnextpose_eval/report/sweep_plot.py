@@ -47,8 +47,9 @@ def plot_sweep(aggregate: dict[str, Any]) -> bytes:
             left.text(x + width / 2, top * 0.02, "no paper figure", rotation=90, ha="center", va="bottom",
                       color="dimgray", fontsize=8)  # fmt: skip
         if entry["status"] != "ok":
-            left.bar(x - width / 2, top * 0.7, width, fill=False, hatch="//", edgecolor=_FAILED_COLOUR)
-            left.text(x - width / 2, top * 0.35, "FAILED", rotation=90, ha="center", va="center",
+            # A full-height band, not a bar: nothing about it may read as a measured error.
+            left.axvspan(x - width, x, fill=False, hatch="//", edgecolor=_FAILED_COLOUR, linewidth=0)
+            left.text(x - width / 2, top / 2, "FAILED", rotation=90, ha="center", va="center",
                       color=_FAILED_COLOUR, fontweight="bold", backgroundcolor="white")  # fmt: skip
             continue
         if mine is not None:
@@ -66,14 +67,10 @@ def plot_sweep(aggregate: dict[str, Any]) -> bytes:
     left.set_ylabel("error (mm)")
     protocol = aggregate["protocol"]
     left.set_title("Headline error per variant" + (f" (protocol {protocol})" if protocol is not None else ""))
-    left.legend(
-        handles=[
-            Patch(color=_OURS_COLOUR, label="ours"),
-            Patch(color=_PAPER_COLOUR, label="paper"),
-            Patch(fill=False, hatch="//", edgecolor=_FAILED_COLOUR, label="failed job"),
-        ],
-        loc="upper left", ncols=3, fontsize=9,
-    )  # fmt: skip
+    handles = [Patch(color=_OURS_COLOUR, label="ours"), Patch(color=_PAPER_COLOUR, label="paper")]
+    if any(e["status"] != "ok" for e in entries):
+        handles.append(Patch(fill=False, hatch="//", edgecolor=_FAILED_COLOUR, label="failed job (no value)"))
+    left.legend(handles=handles, loc="upper left", ncols=len(handles), fontsize=9)
 
     # Right: per-action headline error, one line per successful entry.
     ok = [(label, e) for label, e in zip(labels, entries) if e["status"] == "ok"]

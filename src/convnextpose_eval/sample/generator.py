@@ -454,3 +454,9 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def is_sample_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is one of a generated sample's synthetic-weight checkpoints (``<sample>/checkpoints/``)."""
+    folder = Path(path).resolve().parent
+    return folder.name == "checkpoints" and (folder.parent / MARKER).is_file()

@@ -156,6 +156,7 @@ def build_datamodule(settings: EvalConfig, input_size: int) -> H36MDataModule:
         pin_memory=pin_memory,
         crop_cache_dir=str(data.crop_cache_dir) if data.crop_cache else None,
         index_cache_dir=str(data.index_cache_dir),
+        skip_sequences=tuple(data.corrupt_s9_sequences) if data.skip_corrupt_s9 else (),
     )
     datamodule.setup("test")
     return datamodule

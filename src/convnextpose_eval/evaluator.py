@@ -17,6 +17,7 @@ from .checkpoint.reader import LoadedCheckpoint, read_checkpoint
 from .geometry import camera_to_heatmap, heatmap_to_camera
 from .human36m import (
     DEPTH_RANGE_MM,
+    EVAL_JOINTS,
     ROOT_INDEX,
     flip_permutation,
 )
@@ -139,8 +140,13 @@ class PoseEvaluator(pl.LightningModule):
             coords = self.predict_coords(batch["image"])
         with torch.autocast(self.device.type, enabled=False):
             pred_cam = heatmap_to_camera(coords.double(), **geometry)
+            gt_coords = camera_to_heatmap(batch["joint_cam"], **geometry)
         gt_cam = batch["joint_cam"].double()
+        to_crop = self.arch.input_size / self.arch.heatmap_size
         return {
+            "pred_xy": coords[:, list(EVAL_JOINTS), :2].double() * to_crop,
+            "gt_xy": gt_coords[:, list(EVAL_JOINTS), :2].double() * to_crop,
+            "subject": batch["subject"],
             "pred_rel": pred_cam - pred_cam[:, ROOT_INDEX : ROOT_INDEX + 1],
             "gt_rel": gt_cam - gt_cam[:, ROOT_INDEX : ROOT_INDEX + 1],
             "action": batch["action"], "index": batch["index"], "image_id": batch["image_id"],

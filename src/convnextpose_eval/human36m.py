@@ -26,6 +26,7 @@ ACTION_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 # Test subjects per protocol; test frames are those with frame_idx % TEST_FRAME_STRIDE == 0.
 PROTOCOL_SUBJECTS: dict[int, tuple[int, ...]] = {1: (11,), 2: (9, 11)}
+TEST_SUBJECTS: tuple[int, ...] = PROTOCOL_SUBJECTS[2]
 TEST_FRAME_STRIDE = 64
 # The depth range the heatmap's depth bins span, in mm, centred on the root.
 DEPTH_RANGE_MM = 2000.0

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .crops import CropCache, crop_patch, read_image
 from .h36m import TestIndex, load_test_index
+from .selection import drop_sequences
 
 
 class H36MTestDataset(Dataset):
@@ -52,6 +53,7 @@ class H36MTestDataset(Dataset):
             "index": i,
             "image_id": int(idx.image_id[i]),
             "action": int(idx.action[i]),
+            "subject": int(idx.subject[i]),
             "bbox": torch.from_numpy(idx.bbox[i]),
             "root_cam": torch.from_numpy(idx.root_cam[i]),
             "joint_cam": torch.from_numpy(idx.joint_cam[i]),
@@ -92,6 +94,7 @@ class H36MDataModule(pl.LightningDataModule):
         pin_memory: bool,
         crop_cache_dir: str | None,
         index_cache_dir: str | None,
+        skip_sequences: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
@@ -103,12 +106,13 @@ class H36MDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.crop_cache_dir = crop_cache_dir
         self.index_cache_dir = index_cache_dir
+        self.skip_sequences = tuple(skip_sequences)
         self.dataset: H36MTestDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        index = load_test_index(self.root, self.protocol, self.use_gt_info, self.index_cache_dir)
+        index = drop_sequences(load_test_index(self.root, self.protocol, self.use_gt_info, self.index_cache_dir), self.skip_sequences)
         cache = CropCache(self.crop_cache_dir) if self.crop_cache_dir else None
         self.dataset = H36MTestDataset(self.root, index, self.input_size, cache)
 

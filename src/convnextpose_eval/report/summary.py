@@ -54,6 +54,14 @@ def format_summary(results: dict[str, Any]) -> str:
             comparison["band"] if compared else "-",
         ])  # fmt: skip
     lines += text_table(["metric (mm)", "ours", "paper", "diff", "band"], overall)
+    metrics, average = results.get("metrics") or {}, results.get("action_average") or {}
+    lines.append(
+        f"N-MPJPE {num(metrics.get('n_mpjpe'))} mm; 3DPCK@150mm {num(metrics.get('pck3d_150'))} %; "
+        f"AUC {num(metrics.get('auc3d'))} %; action-wise average MPJPE {num(average.get('mpjpe'))} mm"
+    )
+    if results.get("skip_corrupt_s9"):
+        dropped = ", ".join(results.get("dropped_sequences") or [])
+        lines.append(f"Left out the S9 sequences with corrupt ground truth ({dropped}); the paper keeps them.")
     lines.append("")
     per_action = results.get("per_action") or {}
     rows = []

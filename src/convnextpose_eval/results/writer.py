@@ -13,15 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torchmetrics import SumMetric
 
-from ..atomic import atomic_write_json
-from ..human36m import ACTION_NAMES, EVAL_JOINTS
-from ..metrics import pose_metrics
-from .files import PREDICTIONS_FILE, RESULTS_FILE
+from ..atomic import atomic_write_bytes, atomic_write_json
+from ..human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
+from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores, per_sample_mpjpe
+from ..report.worst_cases import WorstCase, render_worst_cases
+from .files import PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
     CheckpointInfo,
     InferenceSettings,
@@ -33,6 +35,7 @@ from .records import (
 )
 
 RESULTS_METRIC_KEY = "convnextpose_eval/results_json"
+WORST_CASES = 12
 
 
 class ResultsWriter(pl.Callback):
@@ -42,7 +45,7 @@ class ResultsWriter(pl.Callback):
         self.output_dir = Path(output_dir)
         self.settings = settings
         self.inference = inference
-        self.metrics = pose_metrics(len(ACTION_NAMES), EVAL_JOINTS)
+        self.metrics = PoseMetrics(len(ACTION_NAMES), len(TEST_SUBJECTS), EVAL_JOINTS)
         self.cache_hits = SumMetric()
         self.cache_misses = SumMetric()
         self.results: dict[str, Any] | None = None
@@ -52,7 +55,7 @@ class ResultsWriter(pl.Callback):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Spawned ranks receive this callback through shared memory: fresh states, or every rank
         # would add into the same storage.
-        for metric in (*self.metrics.values(), self.cache_hits, self.cache_misses):
+        for metric in (self.metrics, self.cache_hits, self.cache_misses):
             metric.reset()
         self.metrics.to(pl_module.device)
         self.cache_hits.to(pl_module.device)
@@ -62,18 +65,20 @@ class ResultsWriter(pl.Callback):
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
-        pred_rel, gt_rel, action = outputs["pred_rel"], outputs["gt_rel"], outputs["action"]
-        for metric in self.metrics.values():
-            metric.update(pred_rel, gt_rel, action)
+        pred_rel, gt_rel = outputs["pred_rel"], outputs["gt_rel"]
+        self.metrics.update(pred_rel, gt_rel, outputs["action"], subject_slots(outputs["subject"]))
+        errors = per_sample_mpjpe(pred_rel, gt_rel, EVAL_JOINTS).tolist()
         cached = outputs["cached"].to(torch.float64)
         self.cache_hits.update(cached.sum())
         self.cache_misses.update((1 - cached).sum())
         # One device-to-host copy per field and batch, not per image.
-        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam")}
+        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "pred_xy", "gt_xy")}
         joints = pred_rel[:, list(EVAL_JOINTS)].tolist()
         for i, index in enumerate(columns["index"]):
             self._rows.append({"index": index, "image_id": columns["image_id"][i], "joint_cam": joints[i],
-                               "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i]})  # fmt: skip
+                               "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i],
+                               _PRIVATE: {"mpjpe": errors[i], "action": columns["action"][i],
+                                          "pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scores = self._scores()
@@ -92,7 +97,9 @@ class ResultsWriter(pl.Callback):
                             "device": pl_module.device.type, "devices": trainer.world_size},  # fmt: skip
                 crop_cache={"hits": hits, "misses": misses},
             ).to_json()
-            atomic_write_json(self.output_dir / PREDICTIONS_FILE, [{k: v for k, v in row.items() if k != "index"} for row in rows])
+            atomic_write_json(self.output_dir / PREDICTIONS_FILE, [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows])
+            if rows:
+                atomic_write_bytes(self.output_dir / WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer)))
             atomic_write_json(self.output_dir / RESULTS_FILE, results)
             self.results = results
             encoded = json.dumps(results).encode("utf-8")
@@ -101,14 +108,7 @@ class ResultsWriter(pl.Callback):
         trainer.strategy.barrier("results written")
 
     def _scores(self) -> Scores:
-        computed = {name: metric.compute() for name, metric in self.metrics.items()}
-        counts = computed["mpjpe"]["count"]
-        per_action = {
-            action: {**{name: finite_or_none(value["per_group"][i]) for name, value in computed.items()}, "num_samples": int(counts[i])}
-            for i, action in enumerate(ACTION_NAMES)
-        }
-        metrics = {name: finite_or_none(value["overall"]) for name, value in computed.items()}
-        return Scores(metrics=metrics, per_action=per_action, num_samples=int(counts.sum()))
+        return scores_record(self.metrics.compute())
 
     def collect(self, trainer: pl.Trainer) -> dict[str, Any] | None:
         """The results in the launching process: kept here, or carried back from a spawned rank 0."""
@@ -124,3 +124,45 @@ def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     shards: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(shards, rows)
     return [row for shard in shards for row in shard or []]
+
+
+_PRIVATE = "_worst_case"
+
+
+def subject_slots(subjects: torch.Tensor) -> torch.Tensor:
+    """Subject numbers (9, 11) -> their slots in the per-subject state."""
+    lookup = torch.full((max(TEST_SUBJECTS) + 1,), -1, dtype=torch.int64, device=subjects.device)
+    lookup[list(TEST_SUBJECTS)] = torch.arange(len(TEST_SUBJECTS), device=subjects.device)
+    return lookup[subjects.long()]
+
+
+def scores_record(computed: PoseScores) -> Scores:
+    """The metric's output as results.json's blocks (NaN written as null)."""
+
+    def block(values: dict[str, float]) -> dict[str, float | None]:
+        return {name: finite_or_none(values[name]) for name in METRIC_NAMES}
+
+    return Scores(
+        metrics=block(computed.overall),
+        per_action={action: {**block(group.metrics), "num_samples": group.num_samples}
+                    for action, group in zip(ACTION_NAMES, computed.per_action)},  # fmt: skip
+        per_subject={f"S{subject}": {**block(group.metrics), "num_samples": group.num_samples}
+                     for subject, group in zip(TEST_SUBJECTS, computed.per_subject)},  # fmt: skip
+        per_joint={JOINT_NAMES[j]: {"mpjpe": finite_or_none(value)} for j, value in zip(EVAL_JOINTS, computed.per_joint)},
+        action_average=block(computed.action_average),
+        num_samples=computed.num_samples,
+    )
+
+
+def _worst_cases(rows: list[dict[str, Any]], trainer: pl.Trainer) -> list[WorstCase]:
+    """The highest-MPJPE images with their crops, re-read from the test set (the crop store makes that cheap)."""
+    dataset = trainer.datamodule.dataset
+    worst = sorted(rows, key=lambda row: -row[_PRIVATE]["mpjpe"])[:WORST_CASES]
+    cases = []
+    for row in worst:
+        extra = row[_PRIVATE]
+        crop = dataset[row["index"]]["image"].permute(1, 2, 0).numpy()
+        cases.append(WorstCase(crop=crop, pred_xy=np.asarray(extra["pred_xy"]), gt_xy=np.asarray(extra["gt_xy"]),
+                               image_id=int(row["image_id"]), action=ACTION_NAMES[extra["action"]],
+                               error_mm=float(extra["mpjpe"])))  # fmt: skip
+    return cases

@@ -25,6 +25,8 @@ GT_XY = np.array(
 )  # fmt: skip
 # The prediction: the same figure moved to the right half, so no bone of one crosses a joint of the other.
 PRED_XY = GT_XY + (48.0, 4.0)
+# A block in the crop's bottom-left corner, clear of both skeletons: shows which way up the crop is drawn.
+CORNER_ROWS, CORNER_COLUMNS, CORNER_COLOUR = slice(88, 96), slice(0, 12), (250, 200, 0)
 
 
 def rgb255(colour: str) -> np.ndarray:
@@ -37,8 +39,10 @@ def crop_colour(index: int) -> tuple[int, int, int]:
 
 
 def make_case(index: int, **changes) -> WorstCase:
+    crop = np.full((SIDE, SIDE, 3), crop_colour(index), dtype=np.uint8)
+    crop[CORNER_ROWS, CORNER_COLUMNS] = CORNER_COLOUR
     fields = dict(
-        crop=np.full((SIDE, SIDE, 3), crop_colour(index), dtype=np.uint8),
+        crop=crop,
         pred_xy=PRED_XY.copy(), gt_xy=GT_XY.copy(), image_id=5000 + index,
         action=ACTION_NAMES[index % len(ACTION_NAMES)], error_mm=300.0 - 10 * index,
     )  # fmt: skip
@@ -108,8 +112,9 @@ def test_joints_carry_the_two_skeleton_colours(twelve):
             pred_pixel = twelve[figure_pixel(box, pred)]
             assert near(gt_pixel, truth), (i, gt, gt_pixel)
             assert near(pred_pixel, prediction), (i, pred, pred_pixel)
-        # Away from both skeletons the crop shows through unchanged.
-        assert tuple(twelve[figure_pixel(box, np.array([70.0, 90.0]))]) == crop_colour(i)
+        # Away from both skeletons the crop shows through unchanged, the right way up.
+        assert tuple(twelve[figure_pixel(box, np.array([70.0, 8.0]))]) == crop_colour(i)
+        assert tuple(twelve[figure_pixel(box, np.array([6.0, 92.0]))]) == CORNER_COLOUR
 
 
 def test_legend_shows_both_colours_below_the_panels(twelve):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import cv2
 import numpy as np
 import pytest
@@ -41,11 +43,10 @@ def crop_colour(index: int) -> tuple[int, int, int]:
 def make_case(index: int, **changes) -> WorstCase:
     crop = np.full((SIDE, SIDE, 3), crop_colour(index), dtype=np.uint8)
     crop[CORNER_ROWS, CORNER_COLUMNS] = CORNER_COLOUR
-    fields = dict(
-        crop=crop,
-        pred_xy=PRED_XY.copy(), gt_xy=GT_XY.copy(), image_id=5000 + index,
-        action=ACTION_NAMES[index % len(ACTION_NAMES)], error_mm=300.0 - 10 * index,
-    )  # fmt: skip
+    fields = {
+        "crop": crop, "pred_xy": PRED_XY.copy(), "gt_xy": GT_XY.copy(), "image_id": 5000 + index,
+        "action": ACTION_NAMES[index % len(ACTION_NAMES)], "error_mm": 300.0 - 10 * index,
+    }  # fmt: skip
     fields.update(changes)
     return WorstCase(**fields)
 
@@ -98,7 +99,7 @@ def test_twelve_cases_fill_a_three_by_four_grid_in_order(twelve):
     assert len(sizes) == 1
     width, height = sizes.pop()
     assert abs(width - height) <= 1
-    assert all(b - a > width for a, b in zip(lefts, lefts[1:])) and all(b - a > height for a, b in zip(tops, tops[1:]))
+    assert all(b - a > width for a, b in pairwise(lefts)) and all(b - a > height for a, b in pairwise(tops))
     assert twelve.shape[1] > twelve.shape[0]  # four columns, three rows: wider than tall
 
 

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from .functional import MetricInputError, auc3d, check_joints, check_poses, joint_errors, pck3d
+from .functional import (
+    MetricInputError,
+    auc3d,
+    check_joints,
+    check_poses,
+    joint_errors,
+    pck3d,
+)
 
 # The names results.json uses, in the order the state's first axis holds them.
 METRIC_NAMES: tuple[str, ...] = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe", "pck3d_150", "auc3d")

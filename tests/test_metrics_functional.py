@@ -53,7 +53,7 @@ def ref_rigid_align(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     centroid_A = np.mean(A, axis=0)
     centroid_B = np.mean(B, axis=0)
     H = np.dot(np.transpose(A - centroid_A), B - centroid_B)
-    U, s, V = np.linalg.svd(H)
+    U, _, V = np.linalg.svd(H)
     R = np.dot(np.transpose(V), np.transpose(U))
     if np.linalg.det(R) < 0:
         V[2] = -V[2]

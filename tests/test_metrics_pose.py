@@ -25,7 +25,12 @@ from test_metrics_functional import (
 )
 
 from convnextpose_eval.errors import EvalError
-from convnextpose_eval.metrics import METRIC_NAMES, MetricInputError, PoseMetrics, PoseScores
+from convnextpose_eval.metrics import (
+    METRIC_NAMES,
+    MetricInputError,
+    PoseMetrics,
+    PoseScores,
+)
 
 NUM_ACTIONS = 15
 NUM_SUBJECTS = 3  # the last slot never gets a sample below

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import cv2
 import numpy as np
 import pytest
@@ -25,6 +27,8 @@ GT_XY = np.array(
 )  # fmt: skip
 # The prediction: the same figure moved to the right half, so no bone of one crosses a joint of the other.
 PRED_XY = GT_XY + (48.0, 4.0)
+# A block in the crop's bottom-left corner, clear of both skeletons: shows which way up the crop is drawn.
+CORNER_ROWS, CORNER_COLUMNS, CORNER_COLOUR = slice(88, 96), slice(0, 12), (250, 200, 0)
 
 
 def rgb255(colour: str) -> np.ndarray:
@@ -37,11 +41,12 @@ def crop_colour(index: int) -> tuple[int, int, int]:
 
 
 def make_case(index: int, **changes) -> WorstCase:
-    fields = dict(
-        crop=np.full((SIDE, SIDE, 3), crop_colour(index), dtype=np.uint8),
-        pred_xy=PRED_XY.copy(), gt_xy=GT_XY.copy(), image_id=5000 + index,
-        action=ACTION_NAMES[index % len(ACTION_NAMES)], error_mm=300.0 - 10 * index,
-    )  # fmt: skip
+    crop = np.full((SIDE, SIDE, 3), crop_colour(index), dtype=np.uint8)
+    crop[CORNER_ROWS, CORNER_COLUMNS] = CORNER_COLOUR
+    fields = {
+        "crop": crop, "pred_xy": PRED_XY.copy(), "gt_xy": GT_XY.copy(), "image_id": 5000 + index,
+        "action": ACTION_NAMES[index % len(ACTION_NAMES)], "error_mm": 300.0 - 10 * index,
+    }  # fmt: skip
     fields.update(changes)
     return WorstCase(**fields)
 
@@ -94,7 +99,7 @@ def test_twelve_cases_fill_a_three_by_four_grid_in_order(twelve):
     assert len(sizes) == 1
     width, height = sizes.pop()
     assert abs(width - height) <= 1
-    assert all(b - a > width for a, b in zip(lefts, lefts[1:])) and all(b - a > height for a, b in zip(tops, tops[1:]))
+    assert all(b - a > width for a, b in pairwise(lefts)) and all(b - a > height for a, b in pairwise(tops))
     assert twelve.shape[1] > twelve.shape[0]  # four columns, three rows: wider than tall
 
 
@@ -108,8 +113,9 @@ def test_joints_carry_the_two_skeleton_colours(twelve):
             pred_pixel = twelve[figure_pixel(box, pred)]
             assert near(gt_pixel, truth), (i, gt, gt_pixel)
             assert near(pred_pixel, prediction), (i, pred, pred_pixel)
-        # Away from both skeletons the crop shows through unchanged.
-        assert tuple(twelve[figure_pixel(box, np.array([70.0, 90.0]))]) == crop_colour(i)
+        # Away from both skeletons the crop shows through unchanged, the right way up.
+        assert tuple(twelve[figure_pixel(box, np.array([70.0, 8.0]))]) == crop_colour(i)
+        assert tuple(twelve[figure_pixel(box, np.array([6.0, 92.0]))]) == CORNER_COLOUR
 
 
 def test_legend_shows_both_colours_below_the_panels(twelve):

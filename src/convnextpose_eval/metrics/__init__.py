@@ -14,9 +14,9 @@ from .pose import METRIC_NAMES, GroupScores, PoseMetrics, PoseScores
 
 __all__ = [
     "ALIGNMENTS",
+    "METRIC_NAMES",
     "Alignment",
     "GroupScores",
-    "METRIC_NAMES",
     "MetricInputError",
     "PoseMetrics",
     "PoseScores",

@@ -112,8 +112,8 @@ class PoseMetrics(Metric):
         groups = (len(METRIC_NAMES), num_actions, num_subjects)
         self.add_state("error_sum", torch.zeros(groups, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(groups[1:], dtype=torch.int64), dist_reduce_fx="sum")
-        joints = len(self.eval_joints)
-        self.add_state("joint_error_sum", torch.zeros(joints, dtype=torch.float64), dist_reduce_fx="sum")
+        per_joint = torch.zeros(len(self.eval_joints), dtype=torch.float64)
+        self.add_state("joint_error_sum", per_joint, dist_reduce_fx="sum")
 
     def update(self, pred_rel: Tensor, gt_rel: Tensor, action: Tensor, subject: Tensor) -> None:
         """Add root-relative poses (B, J, 3) in mm; action and subject (B,) are integer slot indices."""

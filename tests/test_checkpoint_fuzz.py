@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from convnextpose_eval.checkpoint.architecture import infer_arch
 from convnextpose_eval.checkpoint.reader import read_checkpoint
-from convnextpose_eval.config.variants import released_specs
+from convnextpose_eval.config.compose import released_variants
+from convnextpose_eval.network.spec import specs_of
 from convnextpose_eval.errors import CheckpointError
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 from convnextpose_eval.sample.released_format import write_released_checkpoint
@@ -65,7 +66,7 @@ def test_mutated_bytes_give_only_our_error(original, tmp_path, how):
     path.write_bytes(_mutate(original, how))
     try:
         ckpt = read_checkpoint(path)
-        infer_arch(ckpt, released_specs())
+        infer_arch(ckpt, specs_of(released_variants()))
     except CheckpointError as exc:
         message = str(exc)
         assert "\n" not in message

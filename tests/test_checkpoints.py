@@ -40,7 +40,8 @@ from convnextpose_eval.checkpoint.architecture import (
 )
 from convnextpose_eval.checkpoint.fetch import locate_checkpoint
 from convnextpose_eval.checkpoint.reader import read_checkpoint
-from convnextpose_eval.config.variants import released_specs
+from convnextpose_eval.config.compose import released_variants
+from convnextpose_eval.network.spec import specs_of
 from convnextpose_eval.errors import CheckpointError
 from convnextpose_eval.network import ConvNeXtPose
 from convnextpose_eval.sample.released_format import write_released_checkpoint
@@ -135,7 +136,7 @@ def test_plain_torch_load_fails_on_cpu_but_the_project_loader_works(released_fil
 
 
 def test_released_specs_come_from_the_variant_configs(known_specs):
-    assert released_specs() == known_specs
+    assert specs_of(released_variants()) == known_specs
 
 
 @pytest.mark.parametrize("form", FORMS)

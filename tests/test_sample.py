@@ -26,7 +26,8 @@ from convnextpose_eval.checkpoint.architecture import (
     match_variant,
 )
 from convnextpose_eval.checkpoint.reader import read_checkpoint
-from convnextpose_eval.config.variants import released_specs
+from convnextpose_eval.config.compose import released_variants
+from convnextpose_eval.network.spec import specs_of
 from convnextpose_eval.sample import generator as sample
 from convnextpose_eval.errors import DataError
 from convnextpose_eval.human36m import ACTION_NAMES, SKELETON
@@ -62,7 +63,7 @@ def other_seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     target = tmp_path_factory.mktemp("third") / "seed1"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
-        patch.setattr(sample, "_write_checkpoints", lambda folder, seed: None)
+        patch.setattr(sample, "_write_checkpoints", lambda folder, seed, variants: None)
         sample.main([str(target), "--seed", "1"])
     return target, out.getvalue()
 
@@ -251,7 +252,7 @@ def test_checkpoint_is_released_form_of_its_variant(root: Path, rows: list[dict[
     assert all(n.startswith(f"snapshot_{EPOCHS[variant]}.pth/") for n in names)
     assert b"cuda:0" in pickle_bytes and b"module.backbone.stages" in pickle_bytes
     ckpt = read_checkpoint(path)
-    known = released_specs()
+    known = specs_of(released_variants())
     spec = infer_arch(ckpt, known)
     assert match_variant(spec, known) == variant
     assert ckpt.epoch == EPOCHS[variant]

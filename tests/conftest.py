@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 
@@ -37,13 +36,18 @@ def project_root() -> Path:
 
 @pytest.fixture(scope="session")
 def variant_cfgs() -> dict[str, dict]:
-    """conf/variant/<V>.yaml as plain dicts, read directly with OmegaConf."""
-    return {name: OmegaConf.to_container(OmegaConf.load(CONF_DIR / "variant" / f"{name}.yaml"), resolve=True) for name in VARIANTS}
+    """The released variants as the real composed configuration holds them (``released``), as plain dicts."""
+    from convnextpose_eval.config.compose import compose_config, variant_table
+
+    table = variant_table(compose_config())
+    return {name: table[name] for name in VARIANTS}
 
 
 @pytest.fixture(scope="session")
 def auto_variant_cfg() -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "variant" / "auto.yaml"), resolve=True)
+    from convnextpose_eval.config.compose import as_plain, compose_config
+
+    return as_plain(compose_config(["variant=auto"]).variant)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from convnextpose_eval.config.schema import Strategy, register_schema
+
 # REFERENCE.md section 2 and 5, restated here so the configs are checked against the source, not themselves.
 TABLE = {
     "XS": ((2, 2, 6, 2), (40, 80, 160, 320), 128, (True, True, False), 32, 56.61, None),
@@ -20,6 +22,7 @@ TABLE = {
 @pytest.fixture
 def compose_eval(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(tmp_path))
+    register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         yield lambda *overrides: compose(config_name="eval", overrides=list(overrides), return_hydra_config=True)
@@ -41,19 +44,20 @@ def test_variant_configs_match_the_paper(compose_eval, variant):
 def test_every_trainer_composes(compose_eval, trainer):
     cfg = compose_eval(f"trainer={trainer}", "variant=XS", "data.root=/data")
     assert {"accelerator", "devices", "num_nodes", "strategy", "precision"} <= set(cfg.trainer)
-    assert (cfg.trainer.strategy == "ddp") == (trainer == "ddp")
+    assert (cfg.trainer.strategy is Strategy.ddp) == (trainer == "ddp")
+    assert cfg.trainer.tf32 is False
 
 
 def test_paths_follow_the_project_root(compose_eval, tmp_path):
     cfg = compose_eval("variant=L", "data.root=/data")
-    assert cfg.paths.checkpoint_dir == f"{tmp_path}/outputs/checkpoints"
-    assert cfg.data.crop_cache_dir.startswith(str(tmp_path))
+    assert str(cfg.paths.checkpoint_dir) == f"{tmp_path}/outputs/checkpoints"
+    assert str(cfg.data.crop_cache_dir).startswith(str(tmp_path))
 
 
 def test_demo_experiment_sweeps_all_variants_on_the_sample(compose_eval, tmp_path):
     cfg = compose_eval("experiment=demo")
-    assert cfg.data.synthetic is True and cfg.data.root == f"{tmp_path}/outputs/sample"
-    assert cfg.paths.checkpoint_dir == f"{tmp_path}/outputs/sample/checkpoints"
+    assert cfg.data.synthetic is True and str(cfg.data.root) == f"{tmp_path}/outputs/sample"
+    assert str(cfg.data.checkpoint_dir) == f"{tmp_path}/outputs/sample/checkpoints"
     assert cfg.hydra.sweeper.params.variant == "XS,S,M,L"
 
 

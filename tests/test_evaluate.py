@@ -79,7 +79,7 @@ def test_ddp_two_processes_equal_one_process(env_root, single_xs):
     assert_same_scores(results, single_xs, tol=1e-4)
     predictions = read(out / "predictions.json")
     assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(env_root / "single_xs" / "predictions.json")]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["predictions.json", "results.json", "run_eval.log"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 def test_ddp_inside_a_sweep_writes_one_folder_per_job(env_root, single_xs):

@@ -317,7 +317,10 @@ def test_an_unzipped_folder_goes_through_a_temporary_file_that_is_removed(tmp_pa
     real_load = torch.load
 
     def spy(source: Any, *args: Any, **kwargs: Any) -> Any:
-        names = zipfile.ZipFile(source).namelist() if isinstance(source, (str, os.PathLike)) else []
+        names = []
+        if isinstance(source, (str, os.PathLike)):
+            with zipfile.ZipFile(source) as archive:
+                names = archive.namelist()
         seen.append((source, names))
         return real_load(source, *args, **kwargs)
 

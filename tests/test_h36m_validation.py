@@ -232,6 +232,32 @@ def test_a_bad_camera_is_refused_with_one_line(root: Path, damage: str) -> None:
     assert re.search(rf"\b{field}\b", message), message
 
 
+# --------------------------------------------------------------------------- malformed fields
+
+
+IMAGE_DAMAGE = {
+    "width_beyond_64_bits": ("width", 10**30),
+    "frame_not_whole": ("frame_idx", 64.5),
+    "height_a_word": ("height", "tall"),
+    "subject_a_list": ("subject", [11]),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(IMAGE_DAMAGE))
+def test_a_malformed_image_field_is_one_line(root: Path, damage: str) -> None:
+    field, value = IMAGE_DAMAGE[damage]
+    path = _data_file(root, 11)
+    image_id = _test_pairs(root, 11)[0][0]["id"]
+
+    def spoil(document: dict) -> None:
+        next(image for image in document["images"] if image["id"] == image_id)[field] = value
+
+    _edit(path, spoil)
+    with pytest.raises(DataError) as error:
+        load_test_index(root, 1, True)
+    assert field in _one_line_naming(error, path, image_id)
+
+
 # --------------------------------------------------------------------------- truncated files
 
 

@@ -105,14 +105,14 @@ def _field(path: Path, record: dict[str, Any], name: str, what: str) -> Any:
 
 
 def _integer(path: Path, record: dict[str, Any], name: str, what: str) -> int:
-    """An integer field; 3, 3.0 and "3" are read as 3, anything else (3.7, "x", a list) is an error."""
+    """A 64-bit integer field; 3, 3.0 and "3" are read as 3, anything else (3.7, "x", a list, 10**30) is an error."""
     value = _field(path, record, name, what)
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = None
-    if number is None or isinstance(value, bool) or (number != value and str(number) != value):
-        raise DataError(f"{path}: {what} has {name} {str(value)[:40]!r}, not an integer")
+    if number is None or isinstance(value, bool) or (number != value and str(number) != value) or not -(2**63) <= number < 2**63:
+        raise DataError(f"{path}: {what} has {name} {str(value)[:40]!r}, not a 64-bit integer")
     return number
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
 
 import pytest
+import torch
 from conftest import PROJECT_ROOT, RELEASED_EPOCH, VARIANTS
+from test_checkpoint_safety import write_undersized_storage
 
 # REFERENCE.md section 2.
 EXPECTED = {
@@ -18,11 +21,14 @@ EXPECTED = {
     "M": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 384], "head_channels": 256, "depth_dim": 64, "key_style": "legacy", "num_params": 7_587_008},
     "L": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 384], "head_channels": 512, "depth_dim": 64, "key_style": "legacy", "num_params": 8_380_352},
 }
-JSON_KEYS = {"variant", "depths", "dims", "head_channels", "depth_dim", "joint_num", "epoch", "key_style", "num_params"}
+JSON_KEYS = {"variant", "depths", "dims", "head_channels", "depth_dim", "joint_num", "epoch", "key_style", "dtype_note", "num_params"}
+# Crafted files: each must give one ``error:`` line naming the file and this problem, exit status 2, no traceback.
+# (test_checkpoint_safety.py runs the zip bomb, zero-stride and stray-file cases through the same main(), measuring memory.)
+CRAFTED = {"int8_weights": r"int8", "undersized_storage": r"storage"}
 
 
 @pytest.fixture(scope="module")
-def inspect_runs(tmp_path_factory, released_files):
+def inspect_runs(tmp_path_factory, released_files, source_networks):
     """Every invocation started at once (each pays torch's import time), then collected: name -> (code, out, err, path)."""
     folder = tmp_path_factory.mktemp("inspect")
     unzipped = folder / "unzipped_M"
@@ -30,9 +36,17 @@ def inspect_runs(tmp_path_factory, released_files):
         archive.extractall(unzipped)
     bad = folder / "ConvNeXtPose_L.tar"
     bad.write_text("<!DOCTYPE html><html>Google Drive: too many users have viewed this file</html>\n")
+    state = source_networks["S"].state_dict()
+    half = folder / "snapshot_67_half.pth"
+    torch.save({"epoch": 67, "network": {k: v.half() if v.is_floating_point() else v for k, v in state.items()}}, half)
+    crafted = {"int8_weights": folder / "int8.pth", "undersized_storage": folder / "undersized.pth"}
+    torch.save({"epoch": 67, "network": {k: v.to(torch.int8) if v.is_floating_point() else v for k, v in state.items()}}, crafted["int8_weights"])
+    write_undersized_storage(crafted["undersized_storage"])
     jobs = {f"json_{name}": [str(released_files[name]), "--json"] for name in VARIANTS}
     jobs["text_unzipped_M"] = [str(unzipped / f"snapshot_{RELEASED_EPOCH['M']}.pth")]
     jobs["bad_json"] = [str(bad), "--json"]
+    jobs["json_half"] = [str(half), "--json"]
+    jobs.update({name: [str(path)] for name, path in crafted.items()})
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
     started = {
         key: (
@@ -60,8 +74,16 @@ def test_json_describes_the_checkpoint(name, inspect_runs):
     info = json.loads(lines[0])
     assert isinstance(info, dict)
     assert JSON_KEYS <= info.keys()
-    expected = dict(EXPECTED[name], variant=name, joint_num=18, epoch=RELEASED_EPOCH[name])
+    expected = dict(EXPECTED[name], variant=name, joint_num=18, epoch=RELEASED_EPOCH[name], dtype_note=None)
     assert {k: info[k] for k in JSON_KEYS} == expected
+
+
+def test_half_precision_weights_are_described_with_their_conversion(inspect_runs):
+    code, out, err, _ = inspect_runs["json_half"]
+    assert code == 0, err
+    info = json.loads(out)
+    assert {k: info[k] for k in JSON_KEYS} == dict(EXPECTED["S"], variant="S", joint_num=18, epoch=67, dtype_note=info["dtype_note"])
+    assert "float16" in info["dtype_note"] and "float32" in info["dtype_note"]
 
 
 def test_text_form_names_the_variant(inspect_runs):
@@ -71,6 +93,8 @@ def test_text_form_names_the_variant(inspect_runs):
     assert len(variant_lines) == 1 and variant_lines[0].split()[-1] == "M", out
     tokens = {token.replace(",", "").replace("_", "") for token in out.split()}
     assert {"64", "legacy", "7587008"} <= tokens, out  # depth_dim, key style, parameter count
+    (weights_line,) = [line for line in out.splitlines() if line.startswith("weights")]
+    assert weights_line.split()[-1] == "float32", out  # stored as float32: nothing converted
 
 
 def test_bad_file_exits_non_zero_with_one_line(inspect_runs):
@@ -81,3 +105,13 @@ def test_bad_file_exits_non_zero_with_one_line(inspect_runs):
     assert len(lines) == 1, err
     assert lines[0].startswith("error:") and "ConvNeXtPose_L.tar" in lines[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_a_crafted_file_gives_one_error_line(inspect_runs, name):
+    code, out, err, path = inspect_runs[name]
+    assert code == 2 and out.strip() == "", (code, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:") and path in lines[0] and re.search(CRAFTED[name], lines[0]), lines[0]
+    assert "Traceback" not in err and "unexpected" not in err

@@ -85,6 +85,7 @@ class PoseEvaluator(pl.LightningModule):
             "epoch": ckpt.epoch,
             "detected_variant": match_variant(self.arch, known),
             "key_style": ckpt.key_style,
+            "dtype_note": ckpt.dtype_note,
         }
 
     def _oracle_arch(self, known: Mapping[str, ArchSpec]) -> ArchSpec:

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+import torch
+
 from .checkpoint.architecture import infer_arch, match_variant
 from .checkpoint.reader import read_checkpoint
 from .config.compose import released_variants
@@ -21,7 +23,8 @@ def describe(path: str) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     known = specs_of(released_variants())
     spec = infer_arch(ckpt, known)
-    num_params = count_parameters(ConvNeXtPose(spec))
+    with torch.device("meta"):  # only the count is needed: nothing is allocated
+        num_params = count_parameters(ConvNeXtPose(spec))
     return {
         "variant": match_variant(spec, known),
         "depths": list(spec.depths),
@@ -33,6 +36,7 @@ def describe(path: str) -> dict[str, Any]:
         "joint_num": spec.joint_num,
         "epoch": ckpt.epoch,
         "key_style": ckpt.key_style,
+        "dtype_note": ckpt.dtype_note,
         "num_params": num_params,
         "sha256": ckpt.sha256,
         "path": str(ckpt.path),
@@ -53,6 +57,7 @@ def _format(info: dict[str, Any]) -> str:
         ("joints", info["joint_num"]),
         ("epoch", info["epoch"]),
         ("key style", info["key_style"]),
+        ("weights", info["dtype_note"] or "float32"),
         ("parameters", f"{info['num_params']:,}"),
         ("sha256", info["sha256"]),
     ]

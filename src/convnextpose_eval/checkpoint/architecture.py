@@ -11,16 +11,52 @@ import torch
 
 from ..errors import CheckpointError
 from ..human36m import JOINT_NUM
+from ..network.convnext import ConvNeXtPose
 from ..network.spec import ArchSpec, upsample_for_depth_dim
-from .reader import LoadedCheckpoint
+from .reader import LoadedCheckpoint, dtype_name
 
 _STAGE_BLOCK = re.compile(r"^backbone\.stages\.(\d+)\.(\d+)\.")
 
 
-def _shape(path: Path, state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+def _conv_shape(path: Path, state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    """The shape of a convolution weight the architecture is read from: 4 positive sizes, or a one-line error."""
     if key not in state:
         raise CheckpointError(f"{path}: has no '{key}', so it is not a ConvNeXtPose network")
-    return tuple(state[key].shape)
+    shape = tuple(state[key].shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise CheckpointError(f"{path}: '{key}' has shape {list(shape)}, not the 4 positive sizes of a convolution weight")
+    return shape
+
+
+def _misfit(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into a network with the ``expected`` tensors, or None."""
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected keys (first: {', '.join(extra[:3])})")
+        return "; ".join(parts)
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            return f"size mismatch for {key}: checkpoint {list(state[key].shape)} vs network {list(tensor.shape)}"
+    return None
+
+
+def _check_fits(path: Path, spec: ArchSpec, state: Mapping[str, torch.Tensor]) -> None:
+    """The network the shapes imply must hold exactly the checkpoint's tensors.
+
+    Built on the meta device, which allocates nothing: a few crafted shapes (a
+    stem 8192 channels wide) imply a network of gigabytes, and it must be refused
+    before anyone builds it for real.
+    """
+    with torch.device("meta"):
+        network = ConvNeXtPose(spec)
+    problem = _misfit(network.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{path}: does not fit the network its shapes describe: {problem}")
 
 
 def infer_arch(
@@ -36,10 +72,10 @@ def infer_arch(
     released variant of the same shape, else chosen so the heatmap side equals depth_dim.
     """
     path, state = ckpt.path, ckpt.state_dict
-    dims = [_shape(path, state, "backbone.downsample_layers.0.0.weight")[0]]
+    dims = [_conv_shape(path, state, "backbone.downsample_layers.0.0.weight")[0]]
     index = 1
     while f"backbone.downsample_layers.{index}.1.weight" in state:
-        dims.append(_shape(path, state, f"backbone.downsample_layers.{index}.1.weight")[0])
+        dims.append(_conv_shape(path, state, f"backbone.downsample_layers.{index}.1.weight")[0])
         index += 1
     blocks: dict[int, set[int]] = {}
     for key in state:
@@ -47,14 +83,14 @@ def infer_arch(
         if match:
             blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
     depths = tuple(len(blocks.get(stage, ())) for stage in range(len(dims)))
-    block_kernel = _shape(path, state, "backbone.stages.0.0.dwconv.weight")[-1]
+    block_kernel = _conv_shape(path, state, "backbone.stages.0.0.dwconv.weight")[-1]
     head_kernels = []
     layer = 1
     while f"head.deconv_layers_{layer}.dwconv.weight" in state:
-        head_kernels.append(_shape(path, state, f"head.deconv_layers_{layer}.dwconv.weight")[-1])
+        head_kernels.append(_conv_shape(path, state, f"head.deconv_layers_{layer}.dwconv.weight")[-1])
         layer += 1
-    head_channels = _shape(path, state, "head.deconv_layers_1.pwconv.weight")[0]
-    out_channels = _shape(path, state, "head.final_layer.weight")[0]
+    head_channels = _conv_shape(path, state, "head.deconv_layers_1.pwconv.weight")[0]
+    out_channels = _conv_shape(path, state, "head.final_layer.weight")[0]
     joints = joint_num or JOINT_NUM
     if out_channels % joints:
         raise CheckpointError(
@@ -73,12 +109,14 @@ def infer_arch(
     )
     name = match_variant(spec, known or {})
     if name is not None:
-        return replace(spec, head_upsample=known[name].head_upsample)
-    try:
-        upsample = upsample_for_depth_dim(spec.depth_dim, input_size, len(head_kernels))
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: depth_dim {spec.depth_dim}: {exc}; set variant.head.upsample") from None
-    return replace(spec, head_upsample=upsample)
+        spec = replace(spec, head_upsample=known[name].head_upsample)
+    else:
+        try:
+            spec = replace(spec, head_upsample=upsample_for_depth_dim(spec.depth_dim, input_size, len(head_kernels)))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: depth_dim {spec.depth_dim}: {exc}; set variant.head.upsample") from None
+    _check_fits(path, spec, state)
+    return spec
 
 
 _SHAPE_FIELDS = ("depths", "dims", "head_channels", "depth_dim", "joint_num", "head_kernels", "block_kernel")
@@ -155,27 +193,27 @@ def resolve_arch(
     return replace(found, head_upsample=tuple(bool(u) for u in upsample)) if upsample is not None else found
 
 
+def _dtype_fits(given: torch.dtype, wanted: torch.dtype) -> bool:
+    """Floating tensors must match exactly; integer buffers (BatchNorm's step counter) take any integer type."""
+    if wanted.is_floating_point:
+        return given == wanted
+    return not (given.is_floating_point or given.is_complex or given == torch.bool)
+
+
 def load_weights(model: torch.nn.Module, ckpt: LoadedCheckpoint) -> None:
-    """Strict load: every key present, none extra, every shape equal, every value finite."""
+    """Strict load: every key present, none extra, every shape and dtype equal, every value finite.
+
+    ``load_state_dict`` would cast a tensor of another dtype into the network's without a word.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in ckpt.state_dict]
-    extra = [k for k in ckpt.state_dict if k not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected keys (first: {', '.join(extra[:3])})")
-        raise CheckpointError(f"{ckpt.path}: does not fit the network: {'; '.join(parts)}")
+    problem = _misfit(expected, ckpt.state_dict)
+    if problem:
+        raise CheckpointError(f"{ckpt.path}: does not fit the network: {problem}")
     for key, tensor in expected.items():
-        if tuple(ckpt.state_dict[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{ckpt.path}: size mismatch for {key}: checkpoint {list(ckpt.state_dict[key].shape)} "
-                f"vs network {list(tensor.shape)}"
-            )
+        given = ckpt.state_dict[key].dtype
+        if not _dtype_fits(given, tensor.dtype):
+            raise CheckpointError(f"{ckpt.path}: '{key}' is {dtype_name(given)}; the network holds {dtype_name(tensor.dtype)}")
     bad = [k for k, v in ckpt.state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{ckpt.path}: non-finite (NaN/Inf) weights in {len(bad)} tensors (first: {', '.join(bad[:3])})")
     model.load_state_dict(ckpt.state_dict, strict=True)
-
-

@@ -1,21 +1,40 @@
-"""Read the Human3.6M test set in the 3DMPPE "parsed" format into flat arrays.
+"""Read the Human3.6M test set in the 3DMPPE "parsed" format into flat arrays, checking every value on the way.
 
-The annotation files are large (hundreds of MB of JSON per subject for the
-full data set), so the result is cached as a compressed ``.npz`` keyed by the
-files' paths, sizes and modification times: a sweep over four variants parses
-the JSON once.
+An evaluation's number is only as good as its inputs, so anything the reader
+cannot vouch for is a one-line DataError naming the file and the id, never a
+quietly different index: image ids unique across the subject files read, one
+annotation per image and one RootNet entry per image id (else one image is
+scored with another's box or counted twice), boxes of positive size, cameras
+finite with positive focal lengths, RootNet roots in front of the camera. A GT
+box of exactly zero width or height is skipped, as the authors' loader does.
+
+The annotation files are large (hundreds of MB of JSON per subject for the full
+data set), so the result is cached as an ``.npz``: a sweep over four variants
+parses the JSON once. The entry is keyed on the source files' paths, sizes and
+modification times (read once, before parsing, so a file edited while it is
+parsed is never cached under its new identity), and carries the format version,
+its key and a SHA-256 of its arrays in the zip comment, checked on every read:
+a damaged, foreign or outdated entry is a miss, rebuilt and replaced. A cache
+folder that cannot be written only costs speed.
+
+What the key cannot see: a file edited in place whose size and modification
+time were then restored (``touch -r``, some copy and sync tools, or an edit of
+the same size within the timestamp resolution of a coarse file system) keeps
+its old entry. Delete the cache folder (``data.index_cache_dir``) after such an edit.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import stat
+import struct
 import zipfile
-import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -32,7 +51,8 @@ from ..human36m import (
 )
 from .crops import process_bbox
 
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2
+_INDEX_FORMAT_NAME = "convnextpose_eval-h36m-test-index"
 BBOX_ROOT_FILE = Path("bbox_root") / "bbox_root_human36m_output.json"
 
 
@@ -55,6 +75,16 @@ class TestIndex:
         return int(self.image_id.shape[0])
 
 
+@dataclass(frozen=True)
+class _Camera:
+    """One camera's parameters in float32, as the authors' loader computes with them."""
+
+    rotation: np.ndarray  # (3, 3)
+    translation: np.ndarray  # (3,)
+    focal: np.ndarray  # (2,)
+    center: np.ndarray  # (2,)
+
+
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: missing")
@@ -70,8 +100,37 @@ def _read_json(path: Path) -> Any:
 def _field(path: Path, record: dict[str, Any], name: str, what: str) -> Any:
     try:
         return record[name]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         raise DataError(f"{path}: {what} lacks field '{name}'") from None
+
+
+def _integer(path: Path, record: dict[str, Any], name: str, what: str) -> int:
+    """A 64-bit integer field; 3, 3.0 and "3" are read as 3, anything else (3.7, "x", a list, 10**30) is an error."""
+    value = _field(path, record, name, what)
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or isinstance(value, bool) or (number != value and str(number) != value) or not -(2**63) <= number < 2**63:
+        raise DataError(f"{path}: {what} has {name} {str(value)[:40]!r}, not a 64-bit integer")
+    return number
+
+
+def _numbers(path: Path, value: Any, shape: tuple[int, ...], what: str, dtype: type = np.float64, any_layout: bool = False) -> np.ndarray:
+    """``value`` as a finite array of ``shape`` in ``dtype``; ``any_layout`` accepts any nesting of as many numbers."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nesting
+        array = np.asarray(None)
+    count = int(np.prod(shape))
+    if array.dtype.kind not in "iuf" or array.size != count or (not any_layout and array.shape != shape):
+        wanted = f"{count} numbers" if len(shape) == 1 or any_layout else f"a {'x'.join(map(str, shape))} array of numbers"
+        raise DataError(f"{path}: {what} must be {wanted}, not {str(value)[:80]}")
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below, by name
+        converted = array.astype(dtype).reshape(shape)
+    if not np.isfinite(converted).all():
+        raise DataError(f"{path}: {what} is {str(value)[:80]}, which is not finite in {np.dtype(dtype).name}")
+    return converted
 
 
 def _annotation_files(root: Path, subject: int) -> dict[str, Path]:
@@ -79,84 +138,136 @@ def _annotation_files(root: Path, subject: int) -> dict[str, Path]:
     return {kind: folder / f"Human36M_subject{subject}_{kind}.json" for kind in ("data", "camera", "joint_3d")}
 
 
-def _cache_key(root: Path, protocol: int, use_gt_info: bool, files: Iterable[Path]) -> str:
-    digest = hashlib.sha256(f"v{INDEX_FORMAT_VERSION}|{root.resolve()}|{protocol}|{use_gt_info}".encode())
-    for path in files:
-        stat = path.stat()
-        digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:32]
-
-
 def _load_bbox_root(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """RootNet's box and root per image id, used as they are; each checked, each image id once."""
     entries = _read_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: expected a list of {{image_id, bbox, root_cam}} entries")
     table = {}
     for entry in entries:
-        image_id = int(_field(path, entry, "image_id", "an entry"))
-        bbox = np.asarray(_field(path, entry, "bbox", f"entry for image {image_id}"), dtype=np.float64)
-        root = np.asarray(_field(path, entry, "root_cam", f"entry for image {image_id}"), dtype=np.float64)
-        if bbox.shape != (4,) or root.shape != (3,):
-            raise DataError(f"{path}: entry for image {image_id} has a bbox of shape {bbox.shape} or root_cam of shape {root.shape}")
+        image_id = _integer(path, entry, "image_id", "an entry")
+        what = f"the entry for image {image_id}"
+        if image_id in table:
+            raise DataError(f"{path}: image {image_id} has two entries; each test image needs exactly one box and root")
+        bbox = _numbers(path, _field(path, entry, "bbox", what), (4,), f"{what}: bbox")
+        root = _numbers(path, _field(path, entry, "root_cam", what), (3,), f"{what}: root_cam")
+        if not (bbox[2] > 0 and bbox[3] > 0):
+            raise DataError(f"{path}: {what} has a box of width {bbox[2]:g} and height {bbox[3]:g}; both must be positive")
+        if not root[2] > 0:
+            raise DataError(f"{path}: {what} has root depth {root[2]:g} mm; the root must be in front of the camera (depth > 0)")
         table[image_id] = (bbox, root)
     return table
 
 
-def _subject_rows(
-    subject: int, files: dict[str, Path], bbox_root: dict[int, tuple[np.ndarray, np.ndarray]] | None, missing: list[int]
-) -> list[dict[str, Any]]:
-    """One subject's test rows in annotation order; test images the RootNet table lacks go to ``missing``."""
-    data_path, camera_path, joint_path = files["data"], files["camera"], files["joint_3d"]
-    data = _read_json(data_path)
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise DataError(f"{data_path}: expected a COCO-style object with 'images' and 'annotations'")
+def _read_camera(path: Path, cameras: Any, cam_idx: str, needed_by: str) -> _Camera:
+    camera = cameras.get(cam_idx) if isinstance(cameras, dict) else None
+    if camera is None:
+        raise DataError(f"{path}: no camera '{cam_idx}' (needed by {needed_by})")
+    what = f"camera '{cam_idx}'"
+
+    def read(name: str, shape: tuple[int, ...], any_layout: bool) -> np.ndarray:
+        return _numbers(path, _field(path, camera, name, what), shape, f"{what} field '{name}'", np.float32, any_layout)
+
+    # The authors' loader reshapes t, f and c, so any nesting of the right count is theirs too.
+    parsed = _Camera(
+        rotation=read("R", (3, 3), False), translation=read("t", (3,), True), focal=read("f", (2,), True), center=read("c", (2,), True)
+    )
+    if not (parsed.focal > 0).all():
+        raise DataError(f"{path}: {what} field 'f' is {parsed.focal.tolist()}; focal lengths must be positive")
+    return parsed
+
+
+def _gt_box(path: Path, ann: dict[str, Any], image_id: int, width: int, height: int) -> np.ndarray | None:
+    """The square, enlarged crop box of an annotation (REFERENCE.md section 3), or None for an empty box, which is skipped."""
+    what = f"annotation {ann.get('id')} (image {image_id})"
+    raw = _field(path, ann, "bbox", what)
+    box = _numbers(path, raw, (4,), f"{what}: bbox")
+    if box[2] < 0 or box[3] < 0:
+        raise DataError(f"{path}: {what} has a box of negative size (width {box[2]:g}, height {box[3]:g})")
+    square = process_bbox(np.array(raw), width, height)  # the annotation's own dtype, as the authors' code keeps it
+    if square is not None and not (square[2] > 0 and square[3] > 0):
+        raise DataError(f"{path}: {what} has a box {raw} that covers less than a pixel of the {width}x{height} image")
+    return square
+
+
+def _listed_images(path: Path, data: Any, listed: dict[int, Path]) -> dict[int, dict[str, Any]]:
+    """The file's images by id; an id listed twice, here or by another subject file read, is an error."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{path}: expected a COCO-style object with 'images' and 'annotations' lists")
     images = {}
     for image in data["images"]:
-        images[_field(data_path, image, "id", "an image")] = image
+        image_id = _integer(path, image, "id", "an image")
+        if image_id in listed:
+            elsewhere = "twice" if listed[image_id] == path else f"also in {listed[image_id]}"
+            raise DataError(f"{path}: image id {image_id} is listed {elsewhere}; ids must be unique across the subject files")
+        listed[image_id] = path
+        images[image_id] = image
+    return images
+
+
+def _subject_rows(
+    subject: int,
+    files: dict[str, Path],
+    bbox_root: dict[int, tuple[np.ndarray, np.ndarray]] | None,
+    missing: list[int],
+    listed: dict[int, Path],
+) -> list[dict[str, Any]]:
+    """One subject's test rows in annotation order; test images the RootNet table lacks go to ``missing``.
+
+    ``listed`` maps every image id read so far to its file, across subjects.
+    """
+    data_path, camera_path, joint_path = files["data"], files["camera"], files["joint_3d"]
+    data = _read_json(data_path)
+    images = _listed_images(data_path, data, listed)
+    annotated: dict[int, Any] = {}  # image id -> the id of its annotation
     cameras = joints = None
+    parsed_cameras: dict[str, _Camera] = {}
     rows = []
     for ann in data["annotations"]:
-        image_id = _field(data_path, ann, "image_id", "an annotation")
+        image_id = _integer(data_path, ann, "image_id", "an annotation")
         image = images.get(image_id)
         if image is None:
             raise DataError(f"{data_path}: annotation {ann.get('id')} points to image {image_id}, which is not listed")
+        if image_id in annotated:
+            raise DataError(
+                f"{data_path}: image {image_id} has two annotations ({annotated[image_id]} and {ann.get('id')}); "
+                "it would be evaluated twice"
+            )
+        annotated[image_id] = ann.get("id")
         what = f"image {image_id}"
-        if int(_field(data_path, image, "subject", what)) != subject:
+        if _integer(data_path, image, "subject", what) != subject:
             continue
-        frame = int(_field(data_path, image, "frame_idx", what))
+        frame = _integer(data_path, image, "frame_idx", what)
         if frame % TEST_FRAME_STRIDE:
             continue
         if cameras is None:
             cameras, joints = _read_json(camera_path), _read_json(joint_path)
         cam_idx = str(_field(data_path, image, "cam_idx", what))
-        camera = cameras.get(cam_idx) if isinstance(cameras, dict) else None
-        if camera is None:
-            raise DataError(f"{camera_path}: no camera '{cam_idx}' (needed by {what})")
-        rotation = np.asarray(_field(camera_path, camera, "R", f"camera {cam_idx}"), dtype=np.float32)
-        translation = np.asarray(_field(camera_path, camera, "t", f"camera {cam_idx}"), dtype=np.float32).reshape(3)
-        focal = np.asarray(_field(camera_path, camera, "f", f"camera {cam_idx}"), dtype=np.float32).reshape(2)
-        center = np.asarray(_field(camera_path, camera, "c", f"camera {cam_idx}"), dtype=np.float32).reshape(2)
+        if cam_idx not in parsed_cameras:
+            parsed_cameras[cam_idx] = _read_camera(camera_path, cameras, cam_idx, what)
+        camera = parsed_cameras[cam_idx]
         action_idx = str(_field(data_path, image, "action_idx", what))
         subaction_idx = str(_field(data_path, image, "subaction_idx", what))
         try:
-            world = np.asarray(joints[action_idx][subaction_idx][str(frame)], dtype=np.float32)
-        except (KeyError, TypeError):
+            annotated_joints = joints[action_idx][subaction_idx][str(frame)]
+        except (KeyError, TypeError, IndexError):
             raise DataError(f"{joint_path}: no joints for action {action_idx}, subaction {subaction_idx}, frame {frame} ({what})") from None
-        if world.shape != (JOINT_NUM - 1, 3):
-            raise DataError(f"{joint_path}: joints for {what} have shape {world.shape}, expected ({JOINT_NUM - 1}, 3)")
+        world = _numbers(joint_path, annotated_joints, (JOINT_NUM - 1, 3), f"joints of {what}", np.float32)
         # Thorax is not annotated: the checkpoints were trained with the shoulders' midpoint.
         world = np.concatenate([world, (world[L_SHOULDER] + world[R_SHOULDER])[None] * np.float32(0.5)])
         # float32 like the authors' loader, so ground truth matches theirs to the last bit that matters.
-        joint_cam = (rotation @ world.T).T + translation[None]
+        joint_cam = (camera.rotation @ world.T).T + camera.translation[None]
         file_name = str(_field(data_path, image, "file_name", what))
-        width, height = int(_field(data_path, image, "width", what)), int(_field(data_path, image, "height", what))
+        width, height = _integer(data_path, image, "width", what), _integer(data_path, image, "height", what)
+        if width < 1 or height < 1:
+            raise DataError(f"{data_path}: {what} has size {width}x{height}")
         if bbox_root is not None:
             if image_id not in bbox_root:
-                missing.append(int(image_id))
+                missing.append(image_id)
                 continue
             bbox, root_cam = bbox_root[image_id]
         else:
-            bbox = process_bbox(np.array(_field(data_path, ann, "bbox", f"annotation {ann.get('id')}")), width, height)
+            bbox = _gt_box(data_path, ann, image_id, width, height)
             if bbox is None:
                 continue
             root_cam = joint_cam[ROOT_INDEX]
@@ -166,10 +277,10 @@ def _subject_rows(
             raise DataError(f"{data_path}: file name '{file_name}' of {what} has no 'act_NN' part") from None
         rows.append(
             {
-                "image_id": int(image_id), "file_name": file_name, "action": action, "subject": subject,
+                "image_id": image_id, "file_name": file_name, "action": action, "subject": subject,
                 "bbox": np.asarray(bbox, dtype=np.float64), "root_cam": np.asarray(root_cam, dtype=np.float64),
-                "joint_cam": joint_cam.astype(np.float64), "focal": focal.astype(np.float64),
-                "center": center.astype(np.float64), "image_size": (width, height),
+                "joint_cam": joint_cam.astype(np.float64), "focal": camera.focal.astype(np.float64),
+                "center": camera.center.astype(np.float64), "image_size": (width, height),
             }
         )  # fmt: skip
     return rows
@@ -180,8 +291,9 @@ def _build_index(root: Path, protocol: int, use_gt_info: bool) -> TestIndex:
     bbox_root = None if use_gt_info else _load_bbox_root(root / BBOX_ROOT_FILE)
     rows: list[dict[str, Any]] = []
     missing: list[int] = []  # test images the RootNet file has no entry for
+    listed: dict[int, Path] = {}  # image id -> the data file listing it, across all subjects read
     for subject in subjects:
-        rows.extend(_subject_rows(subject, _annotation_files(root, subject), bbox_root, missing))
+        rows.extend(_subject_rows(subject, _annotation_files(root, subject), bbox_root, missing, listed))
     if missing:
         raise DataError(
             f"{root / BBOX_ROOT_FILE}: has no entry for {len(missing)} test images (first image_id: {missing[0]}); "
@@ -204,20 +316,95 @@ def _build_index(root: Path, protocol: int, use_gt_info: bool) -> TestIndex:
     )
 
 
-def _save_index(index: TestIndex, path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{f.name: getattr(index, f.name) for f in fields(TestIndex)})
-    atomic_write_bytes(path, buffer.getvalue())
+_INDEX_MEMBERS = tuple(f"{f.name}.npy" for f in fields(TestIndex))
 
 
-def _load_cached_index(path: Path) -> TestIndex | None:
+@dataclass(frozen=True)
+class _SourceIdentity:
+    """What the cache key knows of a source file: read once, before the file is parsed."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def _source_identities(paths: list[Path]) -> list[_SourceIdentity]:
+    identities = []
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            raise DataError(f"{path}: missing") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise DataError(f"{path}: not a regular file")
+        identities.append(_SourceIdentity(path, status.st_size, status.st_mtime_ns))
+    return identities
+
+
+def _cache_key(root: Path, protocol: int, use_gt_info: bool, sources: list[_SourceIdentity]) -> str:
+    """The entry's name and identity: format version, root, protocol, box source, and each source file's path, size and mtime."""
+    digest = hashlib.sha256(f"v{INDEX_FORMAT_VERSION}|{root.resolve()}|{protocol}|{use_gt_info}".encode())
+    for source in sources:
+        digest.update(f"|{source.path.resolve()}|{source.size}|{source.mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _checksum(members: list[tuple[str, bytes]]) -> str:
+    """SHA-256 over the members' names, lengths and bytes, in order."""
+    digest = hashlib.sha256()
+    for name, data in members:
+        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(data)) + data)
+    return digest.hexdigest()
+
+
+def _label(key: str, checksum: str) -> bytes:
+    """The zip comment of an entry: format, version, key and content checksum, read before any array is parsed."""
+    return f"{_INDEX_FORMAT_NAME} {INDEX_FORMAT_VERSION} {key} {checksum}".encode("ascii")
+
+
+def _save_index(index: TestIndex, path: Path, key: str) -> None:
+    """Write the entry (an uncompressed .npz); a cache that cannot be written only costs speed."""
+    members = []
+    for member in _INDEX_MEMBERS:
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.ascontiguousarray(getattr(index, member.removesuffix(".npy"))), allow_pickle=False)
+        members.append((member, buffer.getvalue()))
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w", compression=zipfile.ZIP_STORED) as archive:
+        for member, data in members:
+            archive.writestr(member, data)
+        archive.comment = _label(key, _checksum(members))
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return TestIndex(**{f.name: archive[f.name] for f in fields(TestIndex)})
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):  # a damaged cache is rebuilt
+        atomic_write_bytes(path, archive_bytes.getvalue(), durable=False)
+    except OSError:
+        pass
+
+
+def _load_cached_index(path: Path, key: str) -> TestIndex | None:
+    """The cached index, or None (a miss) unless the entry is complete, of this format and key, and matches its checksum.
+
+    Sizes are checked against the file before anything is read, so a damaged
+    entry costs no more memory than its size; arrays are parsed only once their
+    bytes match the checksum.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            with zipfile.ZipFile(handle) as archive:
+                label = archive.comment
+                infos = archive.infolist()
+                sound = (
+                    tuple(info.filename for info in infos) == _INDEX_MEMBERS
+                    and all(info.compress_type == zipfile.ZIP_STORED and info.compress_size == info.file_size for info in infos)
+                    and sum(info.file_size for info in infos) <= size
+                )
+                members = [(info.filename, archive.read(info)) for info in infos] if sound else []
+    except Exception:  # zipfile raises BadZipFile, NotImplementedError, struct.error, EOFError, ... for damage; a miss is always safe
         return None
+    if not members or label != _label(key, _checksum(members)):
+        return None
+    arrays = {name.removesuffix(".npy"): np.lib.format.read_array(io.BytesIO(data), allow_pickle=False) for name, data in members}
+    return TestIndex(**arrays)
 
 
 def load_test_index(root: str | os.PathLike[str], protocol: int, use_gt_info: bool, cache_dir: str | os.PathLike[str] | None = None) -> TestIndex:
@@ -230,17 +417,17 @@ def load_test_index(root: str | os.PathLike[str], protocol: int, use_gt_info: bo
     sources = [path for s in PROTOCOL_SUBJECTS[protocol] for path in _annotation_files(root, s).values()]
     if not use_gt_info:
         sources.append(root / BBOX_ROOT_FILE)
-    for path in sources:
-        if not path.is_file():
-            raise DataError(f"{path}: missing")
+    identities = _source_identities(sources)
     index = None
-    cache_path = Path(cache_dir) / f"h36m_test_{_cache_key(root, protocol, use_gt_info, sources)}.npz" if cache_dir else None
-    if cache_path is not None and cache_path.is_file():
-        index = _load_cached_index(cache_path)
+    entry: tuple[Path, str] | None = None  # the cache file and the key it must carry
+    if cache_dir:
+        key = _cache_key(root, protocol, use_gt_info, identities)
+        entry = (Path(cache_dir) / f"h36m_test_{key[:32]}.npz", key)
+        index = _load_cached_index(*entry)
     if index is None:
         index = _build_index(root, protocol, use_gt_info)
-        if cache_path is not None:
-            _save_index(index, cache_path)
+        if entry is not None:
+            _save_index(index, *entry)
     check_images(root, index)
     return index
 

@@ -2,16 +2,17 @@
 
 Each variant is exported once per module (the dynamo exporter takes five to
 ten seconds per network on two cores); the refusal tests export a tiny network
-instead. S and M, whose exports exercise no code path XS and L miss, and the
-second tiny export are marked ``slow``: ``-m "not slow"`` leaves them out.
+instead. S and M, whose exports exercise no code path that XS (folded) and L
+(unfolded) miss, and the second tiny export are marked ``slow``:
+``-m "not slow"`` leaves them out.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -24,10 +25,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from convnextpose_eval.errors import BackendError  # noqa: E402
-from convnextpose_eval.network import ArchSpec, ConvNeXtPose  # noqa: E402
-from convnextpose_eval.network.fuse import fold_batchnorm  # noqa: E402
-from convnextpose_eval.onnx_backend import (  # noqa: E402
+from convnextpose_eval.errors import BackendError
+from convnextpose_eval.network import ArchSpec, ConvNeXtPose
+from convnextpose_eval.network.fuse import fold_batchnorm
+from convnextpose_eval.onnx_backend import (
     DEFAULT_TOLERANCE,
     OnnxForward,
     arch_from_metadata,
@@ -41,8 +42,9 @@ from convnextpose_eval.onnx_backend import (  # noqa: E402
 HEATMAP_SIDE = {"XS": 32, "S": 32, "M": 64, "L": 64}
 DEPTH_DIM = {"XS": 32, "S": 32, "M": 64, "L": 64}
 HEAD_CHANNELS = {"XS": 128, "S": 256, "M": 256, "L": 512}
-# The file for each variant holds the network as the evaluator runs it (folded, channels_last) or as loaded.
-FOLDED = {"XS": True, "S": False, "M": True, "L": True}
+# Each file holds the network as the evaluator runs it (BatchNorm folded, channels_last) or as loaded
+# (BatchNorm nodes in the graph); XS and L between them cover both.
+FOLDED = {"XS": True, "S": True, "M": False, "L": False}
 
 EVERY_VARIANT = [pytest.param(v, marks=pytest.mark.slow) if v in ("S", "M") else v for v in VARIANTS]
 
@@ -220,6 +222,7 @@ def test_without_metadata_the_weights_still_tell_l_from_xs(exported, known_specs
     # L's final layer: 18 joints x 64 depth bins from 512 head channels; XS wants 18 x 32 from 128.
     assert "1152 from 512" in _one_line_naming(exc, bare) and "576" in str(exc.value)
     monkeypatch.undo()
+    assert read_onnx_arch(bare) is None
     assert OnnxForward(bare, known_specs["L"]).sha256 != report.sha256
 
 
@@ -246,7 +249,7 @@ def test_unavailable_cuda_provider_is_one_line(exported, known_specs):
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime", "onnxscript"])
 def test_missing_optional_package_says_how_to_install(missing, source_networks, known_specs, monkeypatch, tmp_path):
-    monkeypatch.setitem(__import__("sys").modules, missing, None)
+    monkeypatch.setitem(sys.modules, missing, None)
     with pytest.raises(BackendError, match=r'pip install -e "\.\[onnx\]"') as exc:
         export_onnx(source_networks["XS"], tmp_path / "x.onnx")
     assert missing in str(exc.value)
@@ -275,10 +278,12 @@ def test_export_writes_nothing_when_the_runtime_disagrees(tmp_path, monkeypatch)
 
     monkeypatch.setattr(ort, "InferenceSession", DriftingSession)
     target = tmp_path / "out" / "tiny.onnx"
+    network = _tiny_network(0).train()
     with pytest.raises(BackendError) as exc:
-        export_onnx(_tiny_network(0), target, check_inputs=_images(2, seed=1, size=64))
+        export_onnx(network, target, check_inputs=_images(2, seed=1, size=64))
     message = _one_line_naming(exc, target)
     assert "not written" in message and "0.01" in message
+    assert network.training, "export must hand the network back in the mode it came in"
     assert not target.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 

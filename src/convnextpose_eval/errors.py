@@ -21,6 +21,10 @@ class ConfigError(EvalError):
     """The composed configuration is inconsistent."""
 
 
+class BackendError(EvalError):
+    """An exported (ONNX) model cannot be written, read, or run for the requested architecture."""
+
+
 _CLASS_PREFIX = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): ")
 
 

@@ -1,0 +1,326 @@
+"""ONNX export and the ONNX Runtime forward pass: same coordinates as PyTorch, bad files refused before any inference.
+
+Each variant is exported once per module (the dynamo exporter takes five to
+ten seconds per network on two cores); the refusal tests export a tiny network
+instead. S and M, whose exports exercise no code path that XS (folded) and L
+(unfolded) miss, and the second tiny export are marked ``slow``:
+``-m "not slow"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import VARIANTS
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from convnextpose_eval.errors import BackendError
+from convnextpose_eval.network import ArchSpec, ConvNeXtPose
+from convnextpose_eval.network.fuse import fold_batchnorm
+from convnextpose_eval.onnx_backend import (
+    DEFAULT_TOLERANCE,
+    OnnxForward,
+    arch_from_metadata,
+    arch_metadata,
+    export_onnx,
+    read_onnx_arch,
+    time_forward,
+)
+
+# REFERENCE.md section 2: heatmap side, depth bins and head width of each released variant.
+HEATMAP_SIDE = {"XS": 32, "S": 32, "M": 64, "L": 64}
+DEPTH_DIM = {"XS": 32, "S": 32, "M": 64, "L": 64}
+HEAD_CHANNELS = {"XS": 128, "S": 256, "M": 256, "L": 512}
+# Each file holds the network as the evaluator runs it (BatchNorm folded, channels_last) or as loaded
+# (BatchNorm nodes in the graph); XS and L between them cover both.
+FOLDED = {"XS": True, "S": True, "M": False, "L": False}
+
+EVERY_VARIANT = [pytest.param(v, marks=pytest.mark.slow) if v in ("S", "M") else v for v in VARIANTS]
+
+TINY = ArchSpec(
+    depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), head_channels=16, head_upsample=(True, True, False),
+    depth_dim=8, joint_num=18, input_size=64,
+)  # fmt: skip
+
+
+def _images(batch: int, seed: int, size: int = 256) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _as_run(network: ConvNeXtPose, folded: bool) -> ConvNeXtPose:
+    network = copy.deepcopy(network).eval()
+    if folded:
+        network = fold_batchnorm(network).to(memory_format=torch.channels_last)
+    return network
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, source_networks):
+    """variant -> (the network as exported, its ExportReport); each exported on first use."""
+    folder = tmp_path_factory.mktemp("onnx")
+    cache = {}
+
+    def get(variant: str):
+        if variant not in cache:
+            network = _as_run(source_networks[variant], FOLDED[variant])
+            cache[variant] = (network, export_onnx(network, folder / f"{variant}.onnx"))
+        return cache[variant]
+
+    return get
+
+
+def _one_line_naming(exc: pytest.ExceptionInfo, path: Path) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+# --------------------------------------------------------------------------- every variant
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT)
+def test_exported_variant_reproduces_pytorch(variant, exported, known_specs):
+    network, report = exported(variant)
+    forward = OnnxForward(report.path, known_specs[variant])
+    images = _images(2, seed=11)
+    with torch.inference_mode():
+        expected = network(images)
+    got = forward(images)
+    assert got.dtype == torch.float32 and got.shape == (2, 18, 3)
+    diff = (got - expected).abs().max().item()
+    assert diff <= DEFAULT_TOLERANCE, diff
+    # The coordinates must not be trivially equal: they spread over the heatmap volume.
+    assert got.std().item() > 0.01
+    assert report.max_abs_diff <= report.tolerance == DEFAULT_TOLERANCE
+
+
+@pytest.mark.parametrize("variant", EVERY_VARIANT)
+def test_export_report_and_metadata_describe_the_file(variant, exported, known_specs):
+    _, report = exported(variant)
+    data = report.path.read_bytes()
+    assert report.sha256 == hashlib.sha256(data).hexdigest()
+    model = onnx.load_from_string(data)
+    assert report.opset == 17 == next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert report.onnxruntime_version == ort.__version__
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert [o.name for o in model.graph.output] == ["coords"]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["convnextpose.variant"] == variant
+    assert meta["convnextpose.heatmap_size"] == str(HEATMAP_SIDE[variant])
+    assert meta["convnextpose.depth_dim"] == str(DEPTH_DIM[variant])
+    assert meta["convnextpose.head_channels"] == str(HEAD_CHANNELS[variant])
+    assert meta["convnextpose.joint_num"] == "18"
+    assert read_onnx_arch(report.path) == known_specs[variant]
+    assert not [p for p in report.path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_metadata_round_trips_every_released_architecture(known_specs):
+    for spec in known_specs.values():
+        assert arch_from_metadata(Path("x.onnx"), arch_metadata(spec)) == spec
+    assert arch_from_metadata(Path("x.onnx"), {"producer": "other"}) is None
+    broken = {**arch_metadata(known_specs["XS"]), "convnextpose.depth_dim": "thirty-two"}
+    with pytest.raises(BackendError, match="x.onnx: its convnextpose"):
+        arch_from_metadata(Path("x.onnx"), broken)
+
+
+# --------------------------------------------------------------------------- one file, any batch
+
+
+def test_one_file_runs_batches_of_one_and_five(exported, known_specs):
+    network, report = exported("XS")
+    forward = OnnxForward(report.path, known_specs["XS"])
+    images = _images(5, seed=3)
+    five = forward(images)
+    one = forward(images[2:3])
+    assert five.shape == (5, 18, 3) and one.shape == (1, 18, 3)
+    with torch.inference_mode():
+        expected = network(images)
+    assert (five - expected).abs().max().item() <= DEFAULT_TOLERANCE
+    assert (one[0] - expected[2]).abs().max().item() <= DEFAULT_TOLERANCE
+
+
+def test_forward_refuses_images_of_the_wrong_size(exported, known_specs):
+    _, report = exported("XS")
+    forward = OnnxForward(report.path, known_specs["XS"])
+    with pytest.raises(BackendError) as exc:
+        forward(torch.zeros(1, 3, 128, 128))
+    assert "(B, 3, 256, 256)" in _one_line_naming(exc, report.path)
+
+
+def test_pickled_forward_reopens_the_same_file(exported, known_specs):
+    _, report = exported("XS")
+    forward = OnnxForward(report.path, known_specs["XS"])
+    clone = pickle.loads(pickle.dumps(forward))
+    images = _images(1, seed=5)
+    assert clone.sha256 == forward.sha256 == report.sha256
+    assert torch.equal(clone(images), forward(images))
+
+
+# --------------------------------------------------------------------------- files refused when opened
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 100])
+def test_truncated_file_is_refused(keep, exported, known_specs, tmp_path):
+    _, report = exported("XS")
+    data = report.path.read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
+    with pytest.raises(BackendError) as exc:
+        OnnxForward(cut, known_specs["XS"])
+    assert "truncated" in _one_line_naming(exc, cut)
+
+
+def test_files_that_are_not_onnx_are_refused(known_specs, tmp_path):
+    checkpoint = tmp_path / "ConvNeXtPose_XS.tar"
+    torch.save({"epoch": 1, "network": _tiny_network(3).state_dict()}, checkpoint)
+    noise = tmp_path / "noise.onnx"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    cases = {checkpoint: "zip archive", noise: "not an ONNX model", empty: "empty", tmp_path: "directory"}
+    for path, reason in cases.items():
+        with pytest.raises(BackendError) as exc:
+            OnnxForward(path, known_specs["XS"])
+        assert reason in _one_line_naming(exc, path)
+
+
+def _no_session(*args, **kwargs):
+    raise AssertionError("an inference session was created for a file that should have been refused")
+
+
+def test_l_export_with_xs_architecture_is_refused_before_any_session(exported, known_specs, monkeypatch):
+    _, report = exported("L")
+    monkeypatch.setattr(ort, "InferenceSession", _no_session)
+    with pytest.raises(BackendError) as exc:
+        OnnxForward(report.path, known_specs["XS"])
+    message = _one_line_naming(exc, report.path)
+    assert "ConvNeXtPose-L" in message and "ConvNeXtPose-XS" in message
+    assert "heatmap 64x64" in message and "depth_dim 32" in message and "variant=L" in message
+
+
+def test_without_metadata_the_weights_still_tell_l_from_xs(exported, known_specs, monkeypatch, tmp_path):
+    _, report = exported("L")
+    model = onnx.load(report.path)
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, bare)
+    monkeypatch.setattr(ort, "InferenceSession", _no_session)
+    with pytest.raises(BackendError) as exc:
+        OnnxForward(bare, known_specs["XS"])
+    # L's final layer: 18 joints x 64 depth bins from 512 head channels; XS wants 18 x 32 from 128.
+    assert "1152 from 512" in _one_line_naming(exc, bare) and "576" in str(exc.value)
+    monkeypatch.undo()
+    assert read_onnx_arch(bare) is None
+    assert OnnxForward(bare, known_specs["L"]).sha256 != report.sha256
+
+
+def test_fixed_batch_file_is_refused(exported, known_specs, tmp_path):
+    _, report = exported("XS")
+    model = onnx.load(report.path)
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, fixed)
+    with pytest.raises(BackendError) as exc:
+        OnnxForward(fixed, known_specs["XS"])
+    assert "fixed batch size of 4" in _one_line_naming(exc, fixed)
+
+
+def test_unavailable_cuda_provider_is_one_line(exported, known_specs):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    _, report = exported("XS")
+    with pytest.raises(BackendError, match="no CUDAExecutionProvider") as exc:
+        OnnxForward(report.path, known_specs["XS"], provider="cuda")
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime", "onnxscript"])
+def test_missing_optional_package_says_how_to_install(missing, source_networks, known_specs, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(BackendError, match=r'pip install -e "\.\[onnx\]"') as exc:
+        export_onnx(source_networks["XS"], tmp_path / "x.onnx")
+    assert missing in str(exc.value)
+    assert not list(tmp_path.iterdir())
+    if missing != "onnxscript":
+        with pytest.raises(BackendError, match=r'pip install -e "\.\[onnx\]"'):
+            OnnxForward(tmp_path / "x.onnx", known_specs["XS"])
+
+
+# --------------------------------------------------------------------------- export refuses to write
+
+
+def _tiny_network(seed: int) -> ConvNeXtPose:
+    torch.manual_seed(seed)
+    return ConvNeXtPose(TINY).eval()
+
+
+def test_export_writes_nothing_when_the_runtime_disagrees(tmp_path, monkeypatch):
+    real_session = ort.InferenceSession
+
+    class DriftingSession(real_session):
+        """A runtime whose coordinates drift by 0.01 heatmap units: ten times the tolerance."""
+
+        def run(self, output_names, feeds, run_options=None):
+            return [out + np.float32(0.01) for out in super().run(output_names, feeds, run_options)]
+
+    monkeypatch.setattr(ort, "InferenceSession", DriftingSession)
+    target = tmp_path / "out" / "tiny.onnx"
+    network = _tiny_network(0).train()
+    with pytest.raises(BackendError) as exc:
+        export_onnx(network, target, check_inputs=_images(2, seed=1, size=64))
+    message = _one_line_naming(exc, target)
+    assert "not written" in message and "0.01" in message
+    assert network.training, "export must hand the network back in the mode it came in"
+    assert not target.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_export_writes_nothing_for_non_finite_coordinates(tmp_path):
+    network = _tiny_network(1)
+    with torch.no_grad():
+        network.head.final_layer.bias[0] = float("nan")
+    target = tmp_path / "tiny.onnx"
+    with pytest.raises(BackendError) as exc:
+        export_onnx(network, target)
+    assert "non-finite" in _one_line_naming(exc, target)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_refuses_check_inputs_of_the_wrong_size(tmp_path):
+    target = tmp_path / "tiny.onnx"
+    with pytest.raises(BackendError) as exc:
+        export_onnx(_tiny_network(2), target, check_inputs=torch.zeros(2, 3, 32, 32))
+    assert "(B, 3, 64, 64)" in _one_line_naming(exc, target)
+    assert not target.exists()
+
+
+# --------------------------------------------------------------------------- timing helper
+
+
+def test_time_forward_counts_images_over_the_best_pass():
+    calls = []
+
+    def slow(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(batch.shape[0])
+        time.sleep(0.01 * batch.shape[0])
+        return batch
+
+    batches = [torch.zeros(2, 1), torch.zeros(3, 1)]
+    rate = time_forward(slow, batches, repeats=2)
+    # 5 images take at least 50 ms a pass: at most 100 images/s, and not far below on any machine.
+    assert 40 < rate <= 100
+    assert calls == [2] + [2, 3] * 2

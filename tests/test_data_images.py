@@ -156,6 +156,38 @@ def test_decoder_warnings_are_caught_inside_dataloader_workers(tmp_path: Path) -
     _refused(bad, WIDTH, HEIGHT, r"corrupt")  # and the parent still catches it afterwards
 
 
+CLOSED_STDERR_SCRIPT = """
+import os, sys
+from pathlib import Path
+from convnextpose_eval.data.images import read_image
+from convnextpose_eval.errors import DataError
+os.close(2)
+good, bad = Path(sys.argv[1]), Path(sys.argv[2])
+print(read_image(good, {width}, {height}).shape)
+try:
+    read_image(bad, {width}, {height})
+except DataError as exc:
+    print("refused:", exc)
+print(read_image(good, {width}, {height}).shape)
+"""
+
+
+def test_decoder_warnings_are_caught_in_a_process_without_stderr(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = _encode(".jpg", _picture())
+    good = _write(tmp_path, "good.jpg", data)
+    bad = _write(tmp_path, "bad.jpg", data[: int(len(data) * 0.6)] + b"\xff\xd9")
+    script = CLOSED_STDERR_SCRIPT.format(width=WIDTH, height=HEIGHT)
+    done = subprocess.run([sys.executable, "-c", script, str(good), str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == lines[2] == f"({HEIGHT}, {WIDTH}, 3)"
+    assert lines[1].startswith(f"refused: {bad}: corrupt"), lines
+    assert done.stderr == "", "stderr was closed: nothing may appear there, not even the decoder's message"
+
+
 def test_truncated_png_is_refused(tmp_path: Path) -> None:
     data = _encode(".png", _picture())
     for fraction in (0.3, 0.6, 0.95):

@@ -56,7 +56,7 @@ CROP_FORMAT_VERSION = 2
 PATCHES_FILE = "patches.u8"
 ROWS_FILE = "rows.u8"
 KEY_FILE = "key.json"
-# A random byte is this value with probability 2**-32; zero-filled (never written) rows are not valid.
+# Four random bytes equal this with probability 2**-32; zero-filled (never written) rows are not valid.
 ROW_VALID = 0x4C41_5644
 ROW_DTYPE = np.dtype(
     [("checksum", "<u4"), ("valid", "<u4"), ("size", "<i8"), ("mtime_ns", "<i8"), ("inode", "<u8"), ("bbox", "<f8", (4,))]

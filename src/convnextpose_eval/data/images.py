@@ -162,15 +162,19 @@ class _DecoderMessages:
             capture = self._capture_fd()
             os.ftruncate(capture, 0)
             os.lseek(capture, 0, os.SEEK_SET)
-            saved = os.dup(2)
+            try:
+                saved: int | None = os.dup(2)
+            except OSError:  # no stderr at all (a daemon): capture anyway, close it again after
+                saved = None
             try:
                 os.dup2(capture, 2)
-                try:
-                    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), DECODE_FLAGS)
-                finally:
-                    os.dup2(saved, 2)
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), DECODE_FLAGS)
             finally:
-                os.close(saved)
+                if saved is None:
+                    os.close(2)
+                else:
+                    os.dup2(saved, 2)
+                    os.close(saved)
             os.lseek(capture, 0, os.SEEK_SET)
             printed = os.read(capture, 4096)
         return image, printed.decode("utf-8", "replace").strip()

@@ -227,14 +227,16 @@ def test_cli_agrees_with_reference(project_runs, reference, variant, protocol, u
 @pytest.mark.parametrize("use_gt_info", [True, False], ids=["gt", "rootnet"])
 def test_crops_identical_to_reference(sample_root, use_gt_info) -> None:
     """Every protocol-2 test crop: the reference's warp and the project's crop_patch give the same uint8 array."""
-    from convnextpose_eval.data.crops import crop_patch, read_image
+    from convnextpose_eval.data.crops import crop_patch
+    from convnextpose_eval.data.images import read_image
 
     samples = ref.load_samples(sample_root, 2, use_gt_info)
     assert len(samples) == (49 if use_gt_info else 50)
     for s in samples:
         path = sample_root / "images" / s.file_name
-        mine = ref.crop_rgb(ref.read_bgr(path), s.bbox)
-        theirs = crop_patch(read_image(path), s.bbox, 256)
+        bgr = ref.read_bgr(path)
+        mine = ref.crop_rgb(bgr, s.bbox)
+        theirs = crop_patch(read_image(path, bgr.shape[1], bgr.shape[0]), s.bbox, 256)
         assert theirs.dtype == np.uint8 and theirs.shape == (256, 256, 3), s.file_name
         assert np.array_equal(mine, theirs), f"{s.file_name}: {int((mine != theirs).sum())} values differ"
 

@@ -22,6 +22,8 @@ from typing import Callable
 
 import pytest
 
+from convnextpose_eval.results.records import TOOL_NAME
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
 
@@ -78,9 +80,9 @@ def _garbage_image(workers: int, stale: bool) -> Callable[[Path, Path], tuple[li
     def prepare(case: Path, data: Path) -> tuple[list[str], dict]:
         image = _first_s11_test_image(data)
         (data / "images" / image["file_name"]).write_bytes(b"\xff\xd8 this is not a JPEG " + os.urandom(2000))
-        if stale:  # what a previous, successful run left in the same output folder
+        if stale:  # what a previous, successful run of this tool left in the same output folder
             (case / "out").mkdir()
-            (case / "out" / "results.json").write_text(json.dumps({"stale": True}))
+            (case / "out" / "results.json").write_text(json.dumps({"tool": TOOL_NAME, "stale": True}))
             (case / "out" / "predictions.json").write_text("[]")
         problem = r"unreadable|corrupt|not an image|cannot (be )?decode|could not (be )?(read|decode)"
         facts = {"names": [Path(image["file_name"]).name], "problem": problem, "path": str(data / "images" / image["file_name"])}

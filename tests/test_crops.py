@@ -1,22 +1,14 @@
-"""Boxes, crops and the crop cache (REFERENCE.md section 3), checked against hand-computed cases."""
+"""Boxes and crops (REFERENCE.md section 3), checked against hand-computed cases.
+
+Reading images is tested in test_data_images.py, the crop store in test_data_crop_store.py.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
-from convnextpose_eval.data.crops import (
-    CropCache,
-    crop_patch,
-    crop_transform,
-    process_bbox,
-    read_image,
-)
-from convnextpose_eval.errors import DataError
+from convnextpose_eval.data.crops import crop_patch, crop_transform, process_bbox
 
 # --------------------------------------------------------------------------- process_bbox
 
@@ -110,7 +102,7 @@ def test_crop_transform_has_no_rotation_or_shear() -> None:
     np.testing.assert_allclose(matrix[:, :2], [[256 / 200, 0.0], [0.0, 256 / 100]], rtol=1e-6, atol=1e-9)
 
 
-# --------------------------------------------------------------------------- crop_patch and read_image
+# --------------------------------------------------------------------------- crop_patch
 
 
 def _image_with_squares() -> np.ndarray:
@@ -147,102 +139,3 @@ def test_crop_patch_fills_outside_the_image_with_zero() -> None:
     patch = crop_patch(_image_with_squares(), np.array([-50.0, -50.0, 100.0, 100.0]), 100)
     assert patch[10, 10].tolist() == [0, 0, 0]
     assert patch[80, 80].tolist() == [100, 100, 100]  # image (30, 30): grey
-
-
-def test_read_image_is_bgr_and_reports_missing_and_garbage_files(tmp_path: Path) -> None:
-    image = _image_with_squares()
-    good = tmp_path / "good.png"
-    assert cv2.imwrite(str(good), image)
-    np.testing.assert_array_equal(read_image(good), image)
-    with pytest.raises(DataError, match=r"missing\.jpg.*missing"):
-        read_image(tmp_path / "missing.jpg")
-    garbage = tmp_path / "garbage.jpg"
-    garbage.write_bytes(os.urandom(300))
-    with pytest.raises(DataError, match=r"garbage\.jpg.*unreadable"):
-        read_image(garbage)
-
-
-# --------------------------------------------------------------------------- CropCache
-
-
-@pytest.fixture()
-def cached_image(tmp_path: Path) -> Path:
-    path = tmp_path / "images" / "frame.png"
-    path.parent.mkdir()
-    assert cv2.imwrite(str(path), _image_with_squares())
-    return path
-
-
-def _patch(seed: int = 0, size: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-
-
-def test_crop_cache_store_then_load_is_identical(tmp_path: Path, cached_image: Path) -> None:
-    cache = CropCache(tmp_path / "cache")
-    bbox = np.array([1.5, 2.25, 100.0, 100.0])
-    assert cache.load(cached_image, bbox, 64) is None
-    patch = _patch()
-    cache.store(cached_image, bbox, 64, patch)
-    loaded = cache.load(cached_image, bbox, 64)
-    assert loaded is not None and loaded.dtype == np.uint8
-    np.testing.assert_array_equal(loaded, patch)
-    # a second instance on the same folder (another job of a sweep) sees it too
-    np.testing.assert_array_equal(CropCache(tmp_path / "cache").load(cached_image, bbox, 64), patch)
-    # other box or size: a different entry
-    assert cache.load(cached_image, bbox + (0.0, 0.0, 0.0, 1e-6), 64) is None
-    assert cache.load(cached_image, bbox, 32) is None
-    assert not list((tmp_path / "cache").rglob("*.tmp"))
-
-
-def test_crop_cache_misses_when_the_image_file_changes(tmp_path: Path, cached_image: Path) -> None:
-    cache = CropCache(tmp_path / "cache")
-    bbox = np.array([0.0, 0.0, 200.0, 200.0])
-    cache.store(cached_image, bbox, 64, _patch())
-    assert cache.load(cached_image, bbox, 64) is not None
-    # new content (new size and mtime)
-    changed = _image_with_squares()
-    changed[:10] = 0
-    assert cv2.imwrite(str(cached_image), changed)
-    stat = cached_image.stat()
-    os.utime(cached_image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
-    assert cache.load(cached_image, bbox, 64) is None
-    cache.store(cached_image, bbox, 64, _patch(1))
-    np.testing.assert_array_equal(cache.load(cached_image, bbox, 64), _patch(1))
-    # same size, only a new mtime (a file rewritten in place) also misses
-    stat = cached_image.stat()
-    os.utime(cached_image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3_000_000_000))
-    assert cache.load(cached_image, bbox, 64) is None
-
-
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong_shape"])
-def test_crop_cache_treats_a_corrupt_file_as_a_miss(tmp_path: Path, cached_image: Path, damage: str) -> None:
-    cache = CropCache(tmp_path / "cache")
-    bbox = np.array([10.0, 10.0, 150.0, 150.0])
-    cache.store(cached_image, bbox, 64, _patch())
-    (entry,) = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
-    if damage == "garbage":
-        entry.write_bytes(os.urandom(1000))
-    elif damage == "truncated":
-        entry.write_bytes(entry.read_bytes()[:500])
-    elif damage == "empty":
-        entry.write_bytes(b"")
-    else:  # a valid .npy of the wrong shape and dtype
-        with open(entry, "wb") as handle:
-            np.save(handle, np.zeros((64, 64), dtype=np.float32))
-    assert cache.load(cached_image, bbox, 64) is None
-    # and it heals on the next store
-    cache.store(cached_image, bbox, 64, _patch(2))
-    np.testing.assert_array_equal(cache.load(cached_image, bbox, 64), _patch(2))
-
-
-def test_crop_cache_that_cannot_be_written_only_costs_speed(tmp_path: Path, cached_image: Path) -> None:
-    # The cache folder's place is taken by a regular file: storing must not raise, loading misses.
-    blocker = tmp_path / "cache"
-    blocker.write_text("not a folder")
-    cache = CropCache(blocker)
-    bbox = np.array([0.0, 0.0, 200.0, 200.0])
-    try:
-        cache.store(cached_image, bbox, 64, _patch())
-    except OSError as exc:  # pragma: no cover - reported as a failure below
-        pytest.fail(f"an unwritable crop cache must not fail the run: {exc!r}")
-    assert cache.load(cached_image, bbox, 64) is None

@@ -7,6 +7,8 @@
     ``trainer.precision`` asks for it.
 (c) pipeline_ips: a whole ``trainer.test`` (reading, cropping or the crop cache, inference, metrics),
     timed after a first pass has warmed the crop cache.
+(d) data_ips: the data path alone: the test dataloader (same batch size, crop store warm) iterated
+    without the network.
 
 (a) and (b) run on the same decoded crops, held in memory, and their outputs are compared. Each
 measurement is repeated ``bench.repeats`` times and the fastest repeat counts. Under a reduced
@@ -77,7 +79,7 @@ def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> 
 
 
 def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
-    """Measure (a), (b) and (c) on the first ``bench.images`` test images; the pipeline's files go to ``scratch``."""
+    """Measure (a), (b), (c) and (d) on the first ``bench.images`` test images; the pipeline's files go to ``scratch``."""
     if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("the bench measures one device: use trainer=cpu or trainer=gpu")
     settings = dataclasses.replace(settings, flip_test=True, oracle=False)
@@ -145,6 +147,12 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     eager_s = _best_time(eager_pass, repeats, device)
     inference_s = _best_time(inference_pass, repeats, device)
     pipeline_s = _best_time(pipeline, repeats, device)
+
+    def data_pass() -> None:
+        for _ in datamodule.test_dataloader():
+            pass
+
+    data_s = _best_time(data_pass, repeats, device)
     mpjpe = pipeline()
     reduced_precision = not settings.trainer.precision.startswith("32") or settings.trainer.tf32
     exact_mpjpe = pipeline(exact=True) if reduced_precision else mpjpe
@@ -156,6 +164,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         "eager_fp32_ips": count / eager_s,
         "inference_ips": count / inference_s,
         "pipeline_ips": count / pipeline_s,
+        "data_ips": count / data_s,
         "inference_vs_eager": eager_s / inference_s,
         "pipeline_vs_inference": inference_s / pipeline_s,
         "precision": settings.trainer.precision,
@@ -187,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'(a) eager NCHW fp32, two forwards':<44}{result['eager_fp32_ips']:>10.2f}")
     print(f"{'(b) project inference settings':<44}{result['inference_ips']:>10.2f}   {result['inference_vs_eager']:.2f}x (a)")
     print(f"{'(c) whole pipeline, crop cache warm':<44}{result['pipeline_ips']:>10.2f}   {result['pipeline_vs_inference']:.2f}x (b)")
+    print(f"{'(d) data path alone, crop store warm':<44}{result['data_ips']:>10.2f}")
     print(f"heatmap coordinates vs (a): max |diff| {result['max_coord_diff_vs_eager']:.2e}; MPJPE {result['mpjpe']:.2f} mm "
           f"({result['precision']}, change vs fp32 {result['mpjpe_change_vs_fp32']:+.3f} mm)")
     print(json.dumps(result))

@@ -1,17 +1,12 @@
-"""Boxes and crops exactly as the checkpoints were trained: square box x1.25, affine warp to 256x256, RGB."""
+"""Boxes and crops exactly as the checkpoints were trained: square box x1.25, affine warp to 256x256, RGB.
+
+Images are read by ``images.read_image``; decoded crops are kept by ``crop_store.CropStore``.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
-
-from ..atomic import atomic_write_bytes
-from ..errors import DataError
 
 BOX_SCALE = 1.25
 
@@ -57,53 +52,7 @@ def crop_transform(bbox: np.ndarray, size: int) -> np.ndarray:
     return cv2.getAffineTransform(src, dst)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode to BGR uint8; raise a one-line DataError for a missing or undecodable file."""
-    if not path.is_file():
-        raise DataError(f"{path}: image missing")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise DataError(f"{path}: unreadable or not an image")
-    return image
-
-
 def crop_patch(image_bgr: np.ndarray, bbox: np.ndarray, size: int) -> np.ndarray:
     """The (size, size, 3) RGB uint8 patch the network sees (before normalization)."""
     patch = cv2.warpAffine(image_bgr, crop_transform(bbox, size), (size, size), flags=cv2.INTER_LINEAR)
     return np.ascontiguousarray(patch[:, :, ::-1])
-
-
-class CropCache:
-    """Decoded patches on disk, one ``.npy`` per (image file version, box, size).
-
-    Decoding a full-size JPEG costs far more than reading a 192 KiB patch, and a
-    sweep evaluates the same patches once per variant. Writes are atomic, so
-    concurrent ranks or jobs can share one cache folder.
-    """
-
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-
-    def _path(self, image_path: Path, bbox: np.ndarray, size: int) -> Path:
-        stat = image_path.stat()
-        key = f"{image_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{np.asarray(bbox, np.float64).tobytes().hex()}|{size}"
-        digest = hashlib.sha1(key.encode()).hexdigest()
-        return self.folder / digest[:2] / f"{digest}.npy"
-
-    def load(self, image_path: Path, bbox: np.ndarray, size: int) -> np.ndarray | None:
-        path = self._path(image_path, bbox, size)
-        try:
-            patch = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # EOFError: an empty file (a write lost in a crash)
-            return None
-        return patch if patch.shape == (size, size, 3) and patch.dtype == np.uint8 else None
-
-    def store(self, image_path: Path, bbox: np.ndarray, size: int, patch: np.ndarray) -> None:
-        """Save a patch; a cache that cannot be written only costs speed, so failures are ignored."""
-        path = self._path(image_path, bbox, size)
-        buffer = io.BytesIO()
-        np.save(buffer, patch, allow_pickle=False)
-        try:
-            atomic_write_bytes(path, buffer.getvalue(), durable=False)
-        except OSError:
-            pass

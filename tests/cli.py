@@ -83,7 +83,7 @@ def run_cli(
     """Run a tool to completion and capture its text output; ``env`` adds to (or overrides) :func:`cli_env`."""
     command = cli_command(*args, module=module)
     started = time.monotonic()
-    done = subprocess.run(command, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, check=False, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
     return CliRun(tuple(command), done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 

@@ -181,11 +181,9 @@ def released_files(tmp_path_factory, source_networks) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_sample(tmp_path_factory) -> Path:
+def synthetic_sample(sample_eval_root) -> Path:
     """The synthetic Human3.6M sample (data and checkpoints), generated once per session. Treat as read-only."""
-    from convnextpose_eval.sample.generator import generate_sample
-
-    return generate_sample(tmp_path_factory.mktemp("h36m_sample") / "sample")
+    return sample_eval_root / "outputs" / "sample"
 
 
 @pytest.fixture()
@@ -212,3 +210,20 @@ def sample_eval_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("eval_root")
     generate_sample(root / "outputs" / "sample")
     return root
+
+
+@pytest.fixture(scope="session")
+def eval_root_with_sample(sample_eval_root, tmp_path_factory) -> Callable[[str], Path]:
+    """``make(name)``: a fresh project root whose outputs/sample links to the session's sample.
+
+    Each root has its own outputs (runs, sweeps, caches, checkpoint cache) but shares the one generated
+    sample, so a test can assert what a run created under its root without generating another sample.
+    """
+
+    def make(name: str) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        (root / "outputs").mkdir()
+        (root / "outputs" / "sample").symlink_to(sample_eval_root / "outputs" / "sample", target_is_directory=True)
+        return root
+
+    return make

@@ -1,24 +1,36 @@
-"""Shared fixtures: the variant configs, one randomized network per variant, and released-style checkpoints.
+"""Shared fixtures: the composed configuration, one randomized network per variant, and released-style checkpoints.
 
-The checkpoint files are written here by hand, the way the authors' files are
-(REFERENCE.md section 1), not with the project's own writer: ``torch.save`` of
-``{'epoch', 'network', 'optimizer'}`` to ``snapshot_N.pth.tar`` with
-DataParallel ``module.`` keys, storages re-tagged as saved on ``cuda:0``,
-legacy head names for M/L, then renamed to ``ConvNeXtPose_<V>.tar``.
+The variant facts come from the real configuration, composed the way ``run_eval.py`` composes it (its
+``released`` table), so inheritance between variant files is what the tests see too. The checkpoint
+files are written here by hand, the way the authors' files are (REFERENCE.md section 1), not with the
+project's own writer: ``torch.save`` of ``{'epoch', 'network', 'optimizer'}`` to ``snapshot_N.pth.tar``
+with DataParallel ``module.`` keys, storages re-tagged as saved on ``cuda:0``, legacy head names for
+M/L, then renamed to ``ConvNeXtPose_<V>.tar``.
 """
 
 from __future__ import annotations
 
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from cli import PROJECT_ROOT
+from omegaconf import DictConfig
 
+from convnextpose_eval.config.compose import (
+    CONFIG_MODULE,
+    CONFIG_NAME,
+    as_plain,
+    compose_config,
+    variant_table,
+)
+from convnextpose_eval.config.schema import register_schema
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The checkout's configuration tree (the installed package ships the same files as convnextpose_eval.conf).
 CONF_DIR = PROJECT_ROOT / "conf"
 VARIANTS = ("XS", "S", "M", "L")
 # REFERENCE.md section 2: the epoch stored in each released file, and which use legacy head key names.
@@ -34,20 +46,47 @@ def project_root() -> Path:
     return PROJECT_ROOT
 
 
+def _compose_with_hydra(overrides: list[str]) -> DictConfig:
+    """The composition with its ``hydra`` node (sweeper, launcher, run folder), as lightning-hydra-template does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @pytest.fixture(scope="session")
-def variant_cfgs() -> dict[str, dict]:
-    """The released variants as the real composed configuration holds them (``released``), as plain dicts."""
-    from convnextpose_eval.config.compose import compose_config, variant_table
+def compose() -> Callable[..., DictConfig]:
+    """``compose(*overrides, hydra=False)``: the real configuration, as ``run_eval.py`` composes it.
 
-    table = variant_table(compose_config())
-    return {name: table[name] for name in VARIANTS}
+    Paths stay interpolations until read, so a test that sets CONVNEXTPOSE_EVAL_ROOT before reading them
+    sees its own root. ``hydra=True`` adds the ``hydra`` node.
+    """
+
+    def composed(*overrides: str, hydra: bool = False) -> DictConfig:
+        return _compose_with_hydra(list(overrides)) if hydra else compose_config(list(overrides))
+
+    return composed
 
 
 @pytest.fixture(scope="session")
-def auto_variant_cfg() -> dict:
-    from convnextpose_eval.config.compose import as_plain, compose_config
+def variant_cfgs(compose) -> dict[str, dict]:
+    """The released variants (the composed config's ``released`` table) as plain dicts."""
+    table = variant_table(compose())
+    assert tuple(table) == VARIANTS, f"the released table holds {tuple(table)}"
+    return table
 
-    return as_plain(compose_config(["variant=auto"]).variant)
+
+@pytest.fixture(scope="session")
+def auto_variant_cfg(compose) -> dict:
+    """``variant=auto`` as run_eval.py passes it on: every shape field null."""
+    return as_plain(compose("variant=auto").variant)
 
 
 @pytest.fixture(scope="session")
@@ -148,11 +187,9 @@ def released_files(tmp_path_factory, source_networks) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_sample(tmp_path_factory) -> Path:
+def synthetic_sample(sample_eval_root) -> Path:
     """The synthetic Human3.6M sample (data and checkpoints), generated once per session. Treat as read-only."""
-    from convnextpose_eval.sample.generator import generate_sample
-
-    return generate_sample(tmp_path_factory.mktemp("h36m_sample") / "sample")
+    return sample_eval_root / "outputs" / "sample"
 
 
 @pytest.fixture()
@@ -179,3 +216,20 @@ def sample_eval_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("eval_root")
     generate_sample(root / "outputs" / "sample")
     return root
+
+
+@pytest.fixture(scope="session")
+def eval_root_with_sample(sample_eval_root, tmp_path_factory) -> Callable[[str], Path]:
+    """``make(name)``: a fresh project root whose outputs/sample links to the session's sample.
+
+    Each root has its own outputs (runs, sweeps, caches, checkpoint cache) but shares the one generated
+    sample, so a test can assert what a run created under its root without generating another sample.
+    """
+
+    def make(name: str) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        (root / "outputs").mkdir()
+        (root / "outputs" / "sample").symlink_to(sample_eval_root / "outputs" / "sample", target_is_directory=True)
+        return root
+
+    return make

@@ -17,9 +17,7 @@ asks for them, while the reference computes in this process.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,8 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference_eval as ref
+from cli import start_cli
+from omegaconf import OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
 TOLERANCE_MM = 0.05
 # Single joints: both the project and the authors' soft_argmax work in float32, which on a 64^3 volume is
 # off the exact (float64) expectation by up to ~1.3e-3 heatmap units, i.e. up to ~0.04 mm on one joint.
@@ -54,16 +55,11 @@ class ProjectRuns:
 
     def __init__(self, eval_root: Path, out: Path) -> None:
         self.eval_root, self.out = eval_root, out
-        self.env = {
-            **os.environ,
-            "CONVNEXTPOSE_EVAL_ROOT": str(eval_root),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH")])),
-        }
-        common = ["trainer.progress_bar=false", "data.num_workers=0"]
+        common = ["data.num_workers=0"]
         self.commands: list[tuple[str, list[str], Path]] = [
             (
                 "XS",
-                [sys.executable, "run_eval.py", "-m", "experiment=demo", "variant=XS",
+                ["-m", "experiment=demo", "variant=XS",
                  "data.use_gt_info=true,false", "data.protocol=2,1", "flip_test=true,false",
                  f"hydra.sweep.dir={out / 'XS'}", "hydra.sweep.subdir=p${data.protocol}_gt${data.use_gt_info}_flip${flip_test}",
                  *common],
@@ -72,7 +68,7 @@ class ProjectRuns:
             *(
                 (
                     f"M:{_job_name(p, gt, flip)}",
-                    [sys.executable, "run_eval.py", "experiment=demo", "variant=M", f"data.protocol={p}",
+                    ["experiment=demo", "variant=M", f"data.protocol={p}",
                      f"data.use_gt_info={str(gt).lower()}", f"flip_test={str(flip).lower()}",
                      f"hydra.run.dir={out / 'M' / _job_name(p, gt, flip)}", *common],
                     out / "M" / _job_name(p, gt, flip),
@@ -82,15 +78,13 @@ class ProjectRuns:
         ]
         self.finished: dict[str, tuple[int, str]] = {}
         self.processes: list[subprocess.Popen] = []
-        self.threads = [threading.Thread(target=self._run, args=(key, command), daemon=True) for key, command, _ in self.commands]
+        self.threads = [threading.Thread(target=self._run, args=(key, args), daemon=True) for key, args, _ in self.commands]
         for thread in self.threads:
             thread.start()
 
-    def _run(self, key: str, command: list[str]) -> None:
+    def _run(self, key: str, args: list[str]) -> None:
         started = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        process = start_cli(self.eval_root, *args, stderr=subprocess.STDOUT)
         self.processes.append(process)
         output, _ = process.communicate()
         self.finished[key] = (process.returncode, f"[{time.perf_counter() - started:.1f} s]\n{output}")
@@ -155,7 +149,21 @@ def sample_root(sample_eval_root) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(sample_root):
+def variant_conf_dir(variant_cfgs, tmp_path_factory) -> Path:
+    """The released variants as complete files (``<dir>/variant/<V>.yaml``), for the reference's own loader.
+
+    The shipped M and L files name S as their base (Hydra defaults); the reference reads plain files,
+    so it gets each variant as the configuration composes it.
+    """
+    conf = tmp_path_factory.mktemp("variant_conf")
+    (conf / "variant").mkdir()
+    for name, variant in variant_cfgs.items():
+        OmegaConf.save(OmegaConf.create(variant), conf / "variant" / f"{name}.yaml")
+    return conf
+
+
+@pytest.fixture(scope="module")
+def reference(sample_root, variant_conf_dir):
     """combo -> ReferenceResult, computed lazily; network outputs shared between combos of one variant and box source."""
     caches: dict[tuple[str, bool], ref.RawOutputCache] = {}
     results: dict[tuple, ref.ReferenceResult] = {}
@@ -166,8 +174,8 @@ def reference(sample_root):
             if (variant, use_gt_info) not in caches:
                 network = ref.ReferenceNetwork(
                     sample_root / "checkpoints" / f"ConvNeXtPose_{variant}.tar",
-                    PROJECT_ROOT / "conf" / "variant" / f"{variant}.yaml",
-                    PROJECT_ROOT / "conf",
+                    variant_conf_dir / "variant" / f"{variant}.yaml",
+                    variant_conf_dir,
                 )
                 caches[(variant, use_gt_info)] = ref.RawOutputCache(network, sample_root)
             samples = ref.load_samples(sample_root, protocol, use_gt_info)
@@ -241,17 +249,17 @@ def test_crops_identical_to_reference(sample_root, use_gt_info) -> None:
         assert np.array_equal(mine, theirs), f"{s.file_name}: {int((mine != theirs).sum())} values differ"
 
 
-def test_reference_detects_a_wrong_pipeline(sample_root, reference) -> None:
+def test_reference_detects_a_wrong_pipeline(sample_root, reference, variant_conf_dir) -> None:
     """Guard against a vacuous reference: /255 normalization or a missing flip would move the figures by far more than 0.05 mm."""
     base = reference("XS", 2, True, True)
     no_flip = reference("XS", 2, True, False)
     assert abs(base.mpjpe - no_flip.mpjpe) > 10 * TOLERANCE_MM
     samples = ref.load_samples(sample_root, 1, True)
     network = ref.ReferenceNetwork(
-        sample_root / "checkpoints" / "ConvNeXtPose_XS.tar", PROJECT_ROOT / "conf" / "variant" / "XS.yaml", PROJECT_ROOT / "conf"
+        sample_root / "checkpoints" / "ConvNeXtPose_XS.tar", variant_conf_dir / "variant" / "XS.yaml", variant_conf_dir
     )
     s = samples[0]
     patch = ref.crop_rgb(ref.read_bgr(sample_root / "images" / s.file_name), s.bbox)
     right = network.coords(ref.to_network_input(patch)[None])[0]
-    scaled = network.coords(ref.to_network_input((patch.astype(np.float32) / 255.0))[None])[0]
+    scaled = network.coords(ref.to_network_input(patch.astype(np.float32) / 255.0)[None])[0]
     assert np.abs(right - scaled).max() > 0.05  # heatmap units

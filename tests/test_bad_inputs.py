@@ -12,19 +12,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from cli import CliRun, run_cli
 
-from convnextpose_eval.results.records import TOOL_NAME
+pytestmark = pytest.mark.slow
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300
 
 S11_DATA = "Human36M_subject11_data.json"
@@ -33,22 +31,28 @@ BBOX_ROOT = "bbox_root_human36m_output.json"
 
 @dataclass
 class Run:
+    """One case's finished command, with the folders it used and what its error line must say."""
+
     name: str
     case_dir: Path
     out: Path
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
+    cli: CliRun
     facts: dict = field(default_factory=dict)
 
     @property
+    def returncode(self) -> int:
+        return self.cli.returncode
+
+    @property
+    def stderr(self) -> str:
+        return self.cli.stderr
+
+    @property
     def last_line(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        return self.cli.last_line
 
     def describe(self) -> str:
-        return f"case {self.name}: exit {self.returncode}\n--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-5000:]}"
+        return f"case {self.name}: {self.cli.describe()}"
 
 
 # --------------------------------------------------------------------------- how each case damages its copy
@@ -80,9 +84,10 @@ def _garbage_image(workers: int, stale: bool) -> Callable[[Path, Path], tuple[li
     def prepare(case: Path, data: Path) -> tuple[list[str], dict]:
         image = _first_s11_test_image(data)
         (data / "images" / image["file_name"]).write_bytes(b"\xff\xd8 this is not a JPEG " + os.urandom(2000))
-        if stale:  # what a previous, successful run of this tool left in the same output folder
+        if stale:  # what a previous, successful run left in the same output folder
             (case / "out").mkdir()
-            (case / "out" / "results.json").write_text(json.dumps({"tool": TOOL_NAME, "stale": True}))
+            # Marked as this tool's (the "tool" key), so the new run may clear it; anyone else's file it must refuse.
+            (case / "out" / "results.json").write_text(json.dumps({"tool": "convnextpose-eval", "variant": "XS", "stale": True}))
             (case / "out" / "predictions.json").write_text("[]")
         problem = r"unreadable|corrupt|not an image|cannot (be )?decode|could not (be )?(read|decode)"
         facts = {"names": [Path(image["file_name"]).name], "problem": problem, "path": str(data / "images" / image["file_name"])}
@@ -155,17 +160,13 @@ BEFORE_INFERENCE = set(CASES) - {"unreadable_image", "unreadable_image_in_worker
 
 
 def _run(name: str, case: Path, ckpt: Path, overrides: list[str], facts: dict) -> Run:
+    """The case's run, with the case folder as project root (its caches land under it)."""
     out = facts.get("out", case / "out")
-    command = [
-        sys.executable, "run_eval.py", "variant=XS", f"ckpt_path={ckpt}", "data=h36m", f"data.root={case / 'data'}",
-        f"hydra.run.dir={out}", "trainer.progress_bar=false", "data.num_workers=0", *overrides,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env["CONVNEXTPOSE_EVAL_ROOT"] = str(case)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH")]))
-    start = time.monotonic()
-    proc = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    return Run(name, case, Path(out), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start, facts)
+    done = run_cli(
+        case, "variant=XS", f"ckpt_path={ckpt}", "data=h36m", f"data.root={case / 'data'}", f"hydra.run.dir={out}",
+        "data.num_workers=0", *overrides, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    return Run(name, case, Path(out), done, facts)
 
 
 def uses(*names: str):
@@ -222,7 +223,7 @@ def _check_failure(run: Run) -> None:
     assert "Traceback" not in run.stderr, run.describe()
     line = run.last_line
     assert line.startswith("error:"), run.describe()
-    assert sum(1 for text in run.stderr.splitlines() if text.startswith("error:")) == 1, run.describe()
+    assert len(run.cli.error_lines) == 1, run.describe()
     for name in run.facts["names"]:
         assert name in line, f"the error line must name {name!r}: {line!r}"
     assert re.search(run.facts["problem"], line, flags=re.IGNORECASE), f"the error line must say what is wrong ({run.facts['problem']}): {line!r}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +155,7 @@ def test_format_summary_is_loud_about_synthetic_and_oracle() -> None:
 
 
 def test_sweep_entries_and_order(four_variant_sweep: Path) -> None:
-    aggregate = write_sweep_report(four_variant_sweep, bands=BANDS)
+    aggregate = write_sweep_report(four_variant_sweep, bands=BANDS, papers=PAPER)
     on_disk = json.loads((four_variant_sweep / BENCHMARK_JSON).read_text())
     assert on_disk == json.loads(json.dumps(aggregate))
     assert [e["variant"] for e in on_disk["entries"]] == ["XS", "S", "M", "L"]
@@ -170,7 +172,7 @@ def test_sweep_entries_and_order(four_variant_sweep: Path) -> None:
 
 
 def test_sweep_markdown(four_variant_sweep: Path) -> None:
-    write_sweep_report(four_variant_sweep, bands=BANDS)
+    write_sweep_report(four_variant_sweep, bands=BANDS, papers=PAPER)
     markdown = (four_variant_sweep / BENCHMARK_MD).read_text()
     l_row = main_table_row(markdown, "L")
     assert l_row[1] == "ok" and "50.30" in l_row and "33.10" in l_row and "31.90" in l_row
@@ -233,7 +235,7 @@ def test_every_job_failed(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     write_job(sweep, "0", failure={"variant": "XS", "status": "failed", "error": "no checkpoint"})
     write_job(sweep, "1")
-    aggregate = write_sweep_report(sweep, bands=BANDS)
+    aggregate = write_sweep_report(sweep, bands=BANDS, papers=PAPER)
     assert [e["status"] for e in aggregate["entries"]] == ["failed", "failed"]
     assert [e["variant"] for e in aggregate["entries"]] == ["XS", "1"]  # no Hydra config: named by its folder
     assert aggregate["synthetic"] is False and aggregate["protocol"] is None
@@ -279,11 +281,33 @@ def test_unreadable_results_is_a_failure(tmp_path: Path) -> None:
     assert "protocol 3" in entries[1]["error"]
 
 
+def test_failed_job_without_figures_goes_last_without_papers(four_variant_sweep: Path) -> None:
+    """Without the released variants' papers a failed job that recorded none cannot be placed by size."""
+    entries = write_sweep_report(four_variant_sweep, bands=BANDS)["entries"]
+    assert [e["variant"] for e in entries] == ["XS", "M", "L", "S"]
+
+
+def test_reused_sweep_folder_reports_only_this_sweeps_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    old = write_job(sweep, "0", make_results("L", 50.0, 33.0))
+    write_hydra_config(old, "L", 2)
+    an_hour_ago = time.time() - 3600
+    for path in (old / ".hydra", old):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    since = time.time_ns() - 1_000_000_000
+    write_hydra_config(write_job(sweep, "1", make_results("XS", 60.0, 40.0)), "XS", 2)
+    entries = write_sweep_report(sweep, bands=BANDS, since_ns=since)["entries"]
+    assert [(e["variant"], e["job_dir"]) for e in entries] == [("XS", "1")]
+    assert len(write_sweep_report(sweep, bands=BANDS)["entries"]) == 2
+
+
 # --------------------------------------------------------------------------- the Hydra callback
 
 
 def sweep_config(sweep: Path, bands: list | None = None) -> Any:
-    config: dict[str, Any] = {"hydra": {"sweep": {"dir": str(sweep)}}}
+    """The parts of a composed config the callback reads: the sweep folder, the bands, the released variants' papers."""
+    config: dict[str, Any] = {"hydra": {"sweep": {"dir": str(sweep)}},
+                              "released": {name: {"name": name, "paper": paper} for name, paper in PAPER.items()}}  # fmt: skip
     if bands is not None:
         config["report"] = {"tolerance_bands": [list(band) for band in bands]}
     return OmegaConf.create(config)

@@ -27,11 +27,11 @@ from convnextpose_eval.checkpoint.architecture import (
 )
 from convnextpose_eval.checkpoint.reader import read_checkpoint
 from convnextpose_eval.config.compose import released_variants
-from convnextpose_eval.network.spec import specs_of
-from convnextpose_eval.sample import generator as sample
 from convnextpose_eval.errors import DataError
 from convnextpose_eval.human36m import ACTION_NAMES, SKELETON
 from convnextpose_eval.network import ConvNeXtPose
+from convnextpose_eval.network.spec import specs_of
+from convnextpose_eval.sample import generator as sample
 
 FILE_NAME = re.compile(r"^(s_(\d{2})_act_(\d{2})_subact_(\d{2})_ca_(\d{2}))/\1_(\d{6})\.jpg$")
 SUBJECTS = (1, 9, 11)

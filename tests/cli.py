@@ -1,0 +1,124 @@
+"""The one way tests run the command-line tools: ``run_eval.py`` and ``python -m convnextpose_eval.<tool>``.
+
+Every run is a real subprocess of this checkout's code (``src/`` first on PYTHONPATH), started in the
+checkout, with its outputs, caches and sample under a project root of the test's choosing
+(``CONVNEXTPOSE_EVAL_ROOT``), so no test writes into the checkout or reads another test's files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RUN_EVAL = PROJECT_ROOT / "run_eval.py"
+DEFAULT_TIMEOUT_S = 600.0
+# A progress bar is redrawn on stderr many times a second: noise around the one error line tests look for.
+RUN_EVAL_QUIET = ("trainer.progress_bar=false",)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """A finished command: its exit status and everything it printed."""
+
+    command: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def error_lines(self) -> list[str]:
+        """The ``error: ...`` lines on stderr (the contract: exactly one on any failure)."""
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+    @property
+    def last_line(self) -> str:
+        """The last non-blank line on stderr: where the one-line reason must be."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def describe(self) -> str:
+        """The command, its status and the ends of both streams, for assertion messages."""
+        return (
+            f"{' '.join(self.command)}\nexit {self.returncode} after {self.seconds:.1f} s\n"
+            f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-5000:]}"
+        )
+
+
+def cli_env(root: Path | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the checkout's ``src/`` first on PYTHONPATH and ``root`` as project root.
+
+    HYDRA_FULL_ERROR is dropped: it turns the one-line errors under test into tracebacks.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    if root is not None:
+        env["CONVNEXTPOSE_EVAL_ROOT"] = str(root)
+    env.update(extra or {})
+    return env
+
+
+def cli_command(*args: str, module: str | None = None) -> list[str]:
+    """``python run_eval.py ARGS trainer.progress_bar=false``, or ``python -m MODULE ARGS``."""
+    if module is not None:
+        return [sys.executable, "-m", module, *args]
+    return [sys.executable, str(RUN_EVAL), *args, *RUN_EVAL_QUIET]
+
+
+def run_cli(
+    root: Path | None,
+    *args: str,
+    module: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = PROJECT_ROOT,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> CliRun:
+    """Run a tool to completion and capture its text output; ``env`` adds to (or overrides) :func:`cli_env`."""
+    command = cli_command(*args, module=module)
+    started = time.monotonic()
+    done = subprocess.run(command, check=False, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
+    return CliRun(tuple(command), done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def start_cli(
+    root: Path | None,
+    *args: str,
+    module: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = PROJECT_ROOT,
+    stdout: int | IO[Any] | None = subprocess.PIPE,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+) -> subprocess.Popen[str]:
+    """Start a tool and return at once, for tests that signal it or run others beside it."""
+    command = cli_command(*args, module=module)
+    return subprocess.Popen(command, cwd=cwd, env=cli_env(root, env), stdout=stdout, stderr=stderr, text=True)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = DEFAULT_TIMEOUT_S) -> CliRun:
+    """Wait for a started tool and collect what it printed (the time counts from this call)."""
+    started = time.monotonic()
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    command = tuple(str(part) for part in process.args)  # type: ignore[union-attr]
+    return CliRun(command, process.returncode, out or "", err or "", time.monotonic() - started)
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str, timeout: float = 300.0, poll_s: float = 0.1) -> None:
+    """Poll until ``condition()`` holds while ``process`` is still running; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:.0f} s")
+        time.sleep(poll_s)

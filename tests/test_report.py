@@ -177,7 +177,7 @@ def test_sweep_markdown(four_variant_sweep: Path) -> None:
     l_row = main_table_row(markdown, "L")
     assert l_row[1] == "ok" and "50.30" in l_row and "33.10" in l_row and "31.90" in l_row
     assert "49.75 (MPJPE)" in l_row and "+0.55" in l_row and "excellent" in l_row
-    assert "8.38" in l_row and "4.26" in l_row and "12.3 (cpu x1)" in l_row
+    assert "8.38 / 8.38" in l_row and "4.26 / 4.30" in l_row and "12.3 (cpu x1)" in l_row  # ours / paper
     xs_row = main_table_row(markdown, "XS")
     assert "+5.39" in xs_row and "review" in xs_row
     s_row = main_table_row(markdown, "S")
@@ -347,3 +347,21 @@ def test_callback_fails_when_report_cannot_be_written(tmp_path: Path, capsys) ->
         SweepReport().on_multirun_end(config=sweep_config(tmp_path / "missing"))
     assert raised.value.code == 1
     assert "could not be written" in capsys.readouterr().err
+
+
+def test_sweep_markdown_has_per_joint_table_and_paper_size(tmp_path: Path) -> None:
+    """The per-joint errors of each variant, and the paper's parameters and GFLOPs beside ours."""
+    from convnextpose_eval.human36m import JOINT_NAMES
+
+    sweep = tmp_path / "sweep"
+    joints = {name: {"mpjpe": 10.0 + i} for i, name in enumerate(JOINT_NAMES[:17])}
+    write_job(sweep, "0", make_results("XS", 62.0, 40.2, per_joint=joints))
+    write_job(sweep, "1", make_results("L", 50.3, 33.1))  # an older results.json without per-joint figures
+    write_sweep_report(sweep)
+    markdown = (sweep / "BENCHMARK_REPORT.md").read_text()
+    section = markdown.split("## Per joint")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Joint")]
+    assert [row.split("|")[1].strip() for row in rows] == list(JOINT_NAMES[:17])  # Thorax is not evaluated
+    assert rows[3].split("|")[2].strip() == "13.00" and rows[3].split("|")[3].strip() == "-"
+    xs = main_table_row(markdown, "XS")
+    assert f"3.53 / {PAPER['XS']['params_m']:.2f}" in xs and f"{PAPER['XS']['gflops'] - 0.04:.2f} / {PAPER['XS']['gflops']:.2f}" in xs

@@ -14,6 +14,7 @@ import torch
 
 from .checkpoint.architecture import load_weights, match_variant, resolve_arch
 from .checkpoint.reader import LoadedCheckpoint, read_checkpoint
+from .errors import EvalError
 from .geometry import camera_to_heatmap, heatmap_to_camera
 from .human36m import (
     DEPTH_RANGE_MM,
@@ -142,6 +143,7 @@ class PoseEvaluator(pl.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             pred_cam = heatmap_to_camera(coords.double(), **geometry)
             gt_coords = camera_to_heatmap(batch["joint_cam"], **geometry)
+        check_finite(pred_cam, batch["image_id"], self.ckpt_path)
         gt_cam = batch["joint_cam"].double()
         to_crop = self.arch.input_size / self.arch.heatmap_size
         return {
@@ -154,3 +156,14 @@ class PoseEvaluator(pl.LightningModule):
             "bbox": batch["bbox"], "root_cam": batch["root_cam"], "cached": batch["cached"],
         }  # fmt: skip
 
+
+
+def check_finite(pred_cam: torch.Tensor, image_ids: torch.Tensor, source: str | None) -> None:
+    """A NaN or infinite prediction would be scored as nothing at all: refuse it, naming the first image."""
+    finite = torch.isfinite(pred_cam).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        first = int(image_ids[~finite][0])
+        raise EvalError(
+            f"{source or 'the network'}: non-finite predictions for {int((~finite).sum())} images in this batch "
+            f"(first: image {first}); the weights or the input are broken"
+        )

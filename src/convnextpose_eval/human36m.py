@@ -14,6 +14,7 @@ R_SHOULDER = JOINT_NAMES.index("R_Shoulder")
 FLIP_PAIRS: tuple[tuple[int, int], ...] = ((1, 4), (2, 5), (3, 6), (14, 11), (15, 12), (16, 13))
 # Errors are reported on the 17 original joints; Thorax is excluded.
 EVAL_JOINTS: tuple[int, ...] = tuple(range(17))
+EVAL_JOINT_NAMES: tuple[str, ...] = tuple(JOINT_NAMES[j] for j in EVAL_JOINTS)
 # Bones for drawing.
 SKELETON: tuple[tuple[int, int], ...] = (
     (0, 7), (7, 8), (8, 9), (9, 10), (8, 11), (11, 12), (12, 13), (8, 14), (14, 15), (15, 16),

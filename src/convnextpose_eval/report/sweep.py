@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..human36m import ACTION_NAMES
+from ..human36m import ACTION_NAMES, EVAL_JOINT_NAMES
 from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
 from .paper import (
@@ -89,10 +89,11 @@ def _markdown(aggregate: dict[str, Any], sweep_dir: Path, bands: Sequence[tuple[
         lines.append(f"Bands on |ours - paper|: {legend}, otherwise {FALLBACK_BAND}.")
     lines += ["", "## Results per variant", ""]
     header = ["Variant", "Status", "Protocol", "Samples", "MPJPE", "PA-MPJPE (rigid, paper's)", "PA-MPJPE (scaled)",
-              "Paper", "Diff", "Band", "Params (M)", "GFLOPs", "Throughput (img/s)"]  # fmt: skip
+              "Paper", "Diff", "Band", "Params (M) ours / paper", "GFLOPs ours / paper", "Throughput (img/s)"]  # fmt: skip
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, entry in zip(labels, entries):
         figure = paper_figure(entry)
+        paper = entry.get("paper") or {}
         paper_text = (
             f"{figure:.2f} ({METRIC_LABELS[HEADLINE_METRIC[entry['protocol']]]})" if figure is not None else "-"
         )
@@ -110,8 +111,8 @@ def _markdown(aggregate: dict[str, Any], sweep_dir: Path, bands: Sequence[tuple[
                 *(num(metrics.get(m)) for m in METRIC_LABELS), paper_text,
                 f"{comparison['diff']:+.2f}" if comparison else "-",
                 comparison["band"] if comparison else "-",
-                num(model["params"] / 1e6) if model.get("params") is not None else "-",
-                num(model.get("gflops")),
+                f"{num(model['params'] / 1e6) if model.get('params') is not None else '-'} / {num(paper.get('params_m'))}",
+                f"{num(model.get('gflops'))} / {num(paper.get('gflops'))}",
                 f"{ips:.1f} ({speed.get('device', '?')} x{speed.get('devices', 1)})" if ips is not None else "-",
             ]  # fmt: skip
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
@@ -126,6 +127,11 @@ def _markdown(aggregate: dict[str, Any], sweep_dir: Path, bands: Sequence[tuple[
             values = [num(headline(e, (e["results"].get("per_action") or {}).get(action) or {})) for e in ok]
             lines.append(f"| {action} | " + " | ".join(values) + " |")
         lines.append("| **Overall** | " + " | ".join(f"**{num(headline(e))}**" for e in ok) + " |")
+        lines += ["", "## Per joint (MPJPE, mm; Thorax is not evaluated)", ""]
+        lines += ["| Joint | " + " | ".join(ok_labels) + " |", "|---|" + "---:|" * len(ok_labels)]
+        for joint in EVAL_JOINT_NAMES:
+            values = [num(((e["results"].get("per_joint") or {}).get(joint) or {}).get("mpjpe")) for e in ok]
+            lines.append(f"| {joint} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
 

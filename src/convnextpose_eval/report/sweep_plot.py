@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..human36m import ACTION_NAMES
+from ..human36m import ACTION_NAMES, EVAL_JOINT_NAMES
 from .entries import headline, labels_for, paper_figure
 from .paper import HEADLINE_METRIC, METRIC_LABELS, ORACLE_WARNING, SYNTHETIC_WARNING
 
@@ -18,12 +18,14 @@ _OURS_COLOUR, _PAPER_COLOUR, _FAILED_COLOUR = "#1f77b4", "#b0b0b0", "#d62728"
 
 
 def plot_sweep(aggregate: dict[str, Any]) -> bytes:
-    """Two panels as PNG bytes: ours vs paper per variant, and the per-action headline error per variant."""
+    """Three panels as PNG bytes: ours vs paper per variant, the per-action headline error, the per-joint MPJPE."""
     entries = aggregate["entries"]
     labels = labels_for(entries)
-    figure = Figure(figsize=(17, 7), dpi=120, layout="constrained")
+    figure = Figure(figsize=(17, 12), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
-    left, right = figure.subplots(1, 2, width_ratios=[1, 1.7])
+    top_row, bottom_row = figure.subfigures(2, 1, height_ratios=[1, 0.75])
+    left, right = top_row.subplots(1, 2, width_ratios=[1, 1.7])
+    joints = bottom_row.subplots(1, 1)
     title = "ConvNeXtPose on Human3.6M: ours vs paper"
     warnings = [text for key, text in (("synthetic", SYNTHETIC_WARNING), ("oracle", ORACLE_WARNING)) if aggregate[key]]
     figure.suptitle("\n".join([title, *warnings]), fontsize=14, color=_FAILED_COLOUR if warnings else "black")
@@ -95,6 +97,21 @@ def plot_sweep(aggregate: dict[str, Any]) -> bytes:
     right.set_ylabel("error (mm)")
     right.set_title("Per action (each variant's headline metric)")
     right.grid(axis="y", alpha=0.3)
+
+    # Bottom: per-joint MPJPE of every successful variant, to see which joints carry the error.
+    joint_positions = list(range(len(EVAL_JOINT_NAMES)))
+    for label, entry in ok:
+        per_joint = entry["results"].get("per_joint") or {}
+        values = [(per_joint.get(joint) or {}).get("mpjpe") for joint in EVAL_JOINT_NAMES]
+        joints.plot(joint_positions, [math.nan if v is None else v for v in values], marker="o", label=label)
+    if ok:
+        joints.legend(loc="best", fontsize=9)
+    joints.set_xticks(joint_positions)
+    joints.set_xticklabels(EVAL_JOINT_NAMES, rotation=40, ha="right")
+    joints.set_xlim(-0.5, len(EVAL_JOINT_NAMES) - 0.5)
+    joints.set_ylabel("MPJPE (mm)")
+    joints.set_title("Per joint (MPJPE, root-relative, unaligned)")
+    joints.grid(axis="y", alpha=0.3)
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

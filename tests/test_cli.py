@@ -206,3 +206,27 @@ def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cl
     assert stopped.error_lines == [f"error: {out}: interrupted by SIGTERM; no results written"], stopped.describe()
     assert "Traceback" not in stopped.stderr
     assert not (out / "results.json").exists() and not (out / "predictions.json").exists()
+
+
+def test_sigterm_to_a_sweep_reports_the_interrupted_job_and_exits_non_zero(cli_root, tmp_path):
+    """The finished job is reported ok, the interrupted one as failed with its reason; later jobs never start."""
+    sweep = tmp_path / "sweep"
+    process = start_cli(
+        cli_root, "-m", "experiment=demo", "variant=XS,L", "data.protocol=1", "data.batch_size=1", "data.num_workers=0",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (sweep / "1_L" / LOCK_FILE).is_file(), process, "the second job's lock file")
+        process.send_signal(signal.SIGTERM)
+        stopped = finish(process, timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert stopped.returncode == 143, stopped.describe()
+    assert f"error: {sweep / '1_L'}: interrupted by SIGTERM; no results written" in stopped.error_lines, stopped.describe()
+    report = read_json(sweep / "benchmark_results.json")
+    states = {entry["variant"]: (entry["status"], entry.get("error")) for entry in report["entries"]}
+    assert states == {"XS": ("ok", None), "L": ("failed", "interrupted by SIGTERM; no results written")}
+    assert "FAILED" in (sweep / "BENCHMARK_REPORT.md").read_text()
+    assert not (sweep / "1_L" / "results.json").exists()

@@ -153,7 +153,8 @@ def test_oracle_is_below_one_millimetre(env_root, gt_boxes):
     results = read(out / "results.json")
     assert results["oracle"] is True
     assert results["num_samples"] == (49 if gt_boxes else 50)
-    assert all(results["metrics"][m] < 1.0 for m in METRICS)
+    assert all(results["metrics"][m] < 1.0 for m in ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe"))
+    assert results["metrics"]["pck3d_150"] == 100.0  # every joint within 150 mm
     assert "oracle check: PASS" in done.stdout, done.describe()
 
 
@@ -198,3 +199,32 @@ def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):
     assert done.last_line.startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible") and "Traceback" not in done.stderr
     assert len(done.error_lines) == 1, done.describe()
     assert not (out / "results.json").exists()
+
+
+CORRUPT_S9 = ("s_09_act_05_subact_02", "s_09_act_10_subact_02", "s_09_act_13_subact_01")  # REFERENCE.md section 8
+
+
+def test_skip_corrupt_s9_drops_exactly_those_sequences(env_root):
+    """The dropped images are those sequences' test frames; the total is the mean over the remaining images."""
+    import numpy as np
+
+    from convnextpose_eval.data.h36m import load_test_index
+
+    runs = {}
+    for skip in (False, True):
+        out = env_root / f"skip_{skip}"
+        done = run_cli(env_root, "experiment=demo", "variant=XS", f"data.skip_corrupt_s9={str(skip).lower()}", f"hydra.run.dir={out}")
+        assert done.returncode == 0, done.describe()
+        runs[skip] = (read(out / "results.json"), read(out / "predictions.json"))
+    index = load_test_index(env_root / "outputs" / "sample", 2, True)
+    sequence = {int(i): str(name).split("/")[0].split("_ca_")[0] for i, name in zip(index.image_id, index.file_name)}
+    kept = {p["image_id"] for p in runs[True][1]}
+    dropped = {p["image_id"] for p in runs[False][1]} - kept
+    assert dropped and {sequence[i] for i in dropped} <= set(CORRUPT_S9) and len({sequence[i] for i in dropped}) >= 2
+    assert not {sequence[i] for i in kept} & set(CORRUPT_S9)
+    assert runs[True][0]["num_samples"] == len(kept) == runs[False][0]["num_samples"] - len(dropped)
+    assert runs[True][0]["dropped_sequences"] == list(CORRUPT_S9) and runs[False][0]["dropped_sequences"] == []
+    # MPJPE per remaining image, recomputed here from the predictions and the index's ground truth.
+    truth = {int(i): joints[:17] - joints[:1] for i, joints in zip(index.image_id, index.joint_cam)}
+    errors = [np.linalg.norm(np.asarray(p["joint_cam"]) - truth[p["image_id"]], axis=1).mean() for p in runs[True][1]]
+    assert abs(runs[True][0]["metrics"]["mpjpe"] - float(np.mean(errors))) < 1e-6

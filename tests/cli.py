@@ -11,7 +11,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -122,3 +123,14 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} after {timeout:.0f} s")
         time.sleep(poll_s)
+
+
+@contextmanager
+def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Kill a started tool on the way out if it is still running, so a failed test leaves no process behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

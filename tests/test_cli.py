@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from cli import finish, run_cli, start_cli, wait_for
+from cli import finish, reaped, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -187,7 +187,7 @@ def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cl
         cli_root, "experiment=demo", "variant=L", "data.batch_size=1", "data.num_workers=0",
         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}", env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )  # fmt: skip
-    try:
+    with reaped(first):
         wait_for(lambda: (out / LOCK_FILE).is_file() and (out / LOCK_FILE).stat().st_size > 0, first, "the run's lock file")
         second = run_cli(cli_root, "experiment=demo", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}")
         assert first.poll() is None, "the first run ended before the second was refused: the check proves nothing"
@@ -198,10 +198,6 @@ def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cl
         assert lines[0].endswith("; give this run its own hydra.run.dir"), lines[0]
         first.send_signal(signal.SIGTERM)
         stopped = finish(first, timeout=120)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert stopped.returncode == 128 + signal.SIGTERM == 143, stopped.describe()
     assert stopped.error_lines == [f"error: {out}: interrupted by SIGTERM; no results written"], stopped.describe()
     assert "Traceback" not in stopped.stderr
@@ -215,14 +211,10 @@ def test_sigterm_to_a_sweep_reports_the_interrupted_job_and_exits_non_zero(cli_r
         cli_root, "-m", "experiment=demo", "variant=XS,L", "data.protocol=1", "data.batch_size=1", "data.num_workers=0",
         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
-    try:
+    with reaped(process):
         wait_for(lambda: (sweep / "1_L" / LOCK_FILE).is_file(), process, "the second job's lock file")
         process.send_signal(signal.SIGTERM)
         stopped = finish(process, timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert stopped.returncode == 143, stopped.describe()
     assert f"error: {sweep / '1_L'}: interrupted by SIGTERM; no results written" in stopped.error_lines, stopped.describe()
     report = read_json(sweep / "benchmark_results.json")

@@ -231,6 +231,20 @@ def test_demo_experiment_sweeps_all_variants_on_the_sample(compose, eval_root):
     assert checked_config(cfg).variant.name == "auto"  # a single run without variant=... takes it from the file
 
 
+def test_two_runs_started_in_the_same_second_get_different_default_folders(compose, eval_root):
+    """Issue row: two runs in one second shared a folder; the default name now carries microseconds."""
+    import time
+
+    folders = []
+    for _ in range(2):
+        cfg = compose("variant=L", "data.root=/data", hydra=True)
+        folders.append(Path(OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]))
+        time.sleep(0.002)
+    assert folders[0] != folders[1]
+    assert folders[0].parent == folders[1].parent == eval_root / "outputs" / "runs"
+    assert folders[0].name.endswith("_L") and folders[0].name[:19] <= folders[1].name[:19]
+
+
 def test_slurm_launcher_asks_one_task_per_device(compose):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "variant=L", "data.root=/d",
@@ -253,3 +267,27 @@ def test_configs_ship_inside_the_package():
         for name in names:
             assert (conf / group / f"{name}.yaml").is_file(), f"{group}/{name}.yaml"
     assert (conf / "hydra" / "help" / "eval.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (("backend=onnxruntime",), "backend=onnxruntime needs onnx_path=FILE.onnx"),
+        (("backend=onnxruntime", "onnx_path=/nonexistent/x.onnx"), "/nonexistent/x.onnx: no such file or directory (onnx_path)"),
+        (("backend=onnxruntime", "onnx_path=.", "oracle=true"), "oracle=true takes no network"),
+        (("backend=onnxruntime", "onnx_path=.", "trainer.precision=bf16-mixed"), "backend=onnxruntime runs the exported float32 graph"),
+        (("backend=onnxruntime", "onnx_path=.", "trainer.tf32=true"), "backend=onnxruntime runs the exported float32 graph"),
+    ],
+)
+def test_onnx_runs_are_checked_before_anything_is_read(compose, overrides, expected):
+    with pytest.raises(ConfigError) as raised:
+        checked_config(compose(*overrides, "data=sample"))
+    assert str(raised.value).startswith(expected)
+
+
+def test_onnx_settings_are_typed(compose):
+    settings = checked_config(compose("backend=onnxruntime", "onnx_path=.", "onnx_provider=cuda", "data=sample"))
+    assert settings.backend.value == "onnxruntime" and settings.onnx_provider.value == "cuda"
+    assert settings.onnx_path is not None and settings.onnx_path.is_absolute()
+    with pytest.raises(Exception, match="onnx_provider"):
+        compose("onnx_provider=tensorrt")

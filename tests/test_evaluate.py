@@ -110,11 +110,8 @@ def test_ddp_inside_a_sweep_writes_one_folder_per_job(env_root, single_xs):
     assert [(e["variant"], e["status"]) for e in entries] == [("XS", "ok"), ("S", "ok")]
 
 
-def test_four_variant_sweep_reports_and_reuses_crops(env_root):
-    sweep = env_root / "sweep_demo"
-    cache = env_root / "fresh_cache"
-    done = run_cli(env_root, "-m", "experiment=demo", "data.protocol=1", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}")
-    assert done.returncode == 0, done.describe()
+def test_four_variant_sweep_reports_and_reuses_crops(demo_sweep_p1):
+    sweep = demo_sweep_p1
     aggregate = read(sweep / "benchmark_results.json")
     assert [e["variant"] for e in aggregate["entries"]] == ["XS", "S", "M", "L"]
     assert all(e["status"] == "ok" for e in aggregate["entries"])
@@ -177,15 +174,18 @@ def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs):
     assert len(read(out / "predictions.json")) == 23
 
 
-def test_bench_reports_three_throughputs(env_root):
+def test_bench_reports_every_throughput(env_root):
     done = run_cli(env_root, "experiment=demo", "variant=XS", "data.protocol=1", "bench.images=8", "bench.repeats=1", module="convnextpose_eval.bench")
     assert done.returncode == 0, done.describe()
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"variant", "device", "batch_size", "eager_fp32_ips", "inference_ips", "pipeline_ips"} <= set(result)
+    rates = ("eager_fp32_ips", "inference_ips", "pipeline_ips", "data_ips", "onnx_ips")
+    assert {"variant", "device", "batch_size", *rates} <= set(result)
     assert result["variant"] == "XS" and result["num_images"] == 8
-    assert all(result[k] > 0 for k in ("eager_fp32_ips", "inference_ips", "pipeline_ips"))
-    # The fast path computes the same function as the plain one.
+    assert all(result[k] > 0 for k in rates)
+    assert result["onnx_vs_inference"] == pytest.approx(result["onnx_ips"] / result["inference_ips"])
+    # The fast path, and ONNX Runtime on the exported network, compute the same function as the plain one.
     assert result["max_coord_diff_vs_eager"] < 1e-3
+    assert result["onnx_max_coord_diff"] < 1e-3
 
 
 def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):

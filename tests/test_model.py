@@ -102,6 +102,18 @@ def test_gflops_match_paper(name, full_size_runs, known_specs):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
+def test_results_count_on_the_meta_device_equals_the_real_forward(name, full_size_runs, source_networks, variant_cfgs):
+    """results.json's params and GFLOPs are counted without weights; they must equal the real network's."""
+    from convnextpose_eval.evaluator import PoseEvaluator
+
+    module = PoseEvaluator(variant_cfgs[name], None, oracle=True, known_variants=variant_cfgs)
+    module.configure_network()
+    info = module.model_info()
+    assert info["params"] == count_parameters(source_networks[name])
+    assert info["gflops"] == round(full_size_runs[name][0] / 1e9, 4)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_heatmap_side_and_final_channels(name, full_size_runs, source_networks):
     _, shape = full_size_runs[name]
     side = HEATMAP_SIDE[name]

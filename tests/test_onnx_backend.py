@@ -1,10 +1,10 @@
 """ONNX export and the ONNX Runtime forward pass: same coordinates as PyTorch, bad files refused before any inference.
 
-Each variant is exported once per module (the dynamo exporter takes five to
-ten seconds per network on two cores); the refusal tests export a tiny network
-instead. S and M, whose exports exercise no code path that XS (folded) and L
-(unfolded) miss, and the second tiny export are marked ``slow``:
-``-m "not slow"`` leaves them out.
+XS (BatchNorm folded, channels_last) and L (BatchNorm nodes in the graph) are exported here, once per
+module (the dynamo exporter takes five to ten seconds per network on two cores), from random networks;
+all four released variants are exported by the command line and scored against PyTorch in
+``test_onnx_eval.py``. The refusal tests export a tiny network instead. The second tiny export is
+marked ``slow``: ``-m "not slow"`` leaves it out.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import VARIANTS
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -34,19 +33,20 @@ from convnextpose_eval.onnx_backend import (
     arch_from_metadata,
     arch_metadata,
     export_onnx,
+    onnx_file_for,
     read_onnx_arch,
     time_forward,
 )
 
 # REFERENCE.md section 2: heatmap side, depth bins and head width of each released variant.
-HEATMAP_SIDE = {"XS": 32, "S": 32, "M": 64, "L": 64}
-DEPTH_DIM = {"XS": 32, "S": 32, "M": 64, "L": 64}
-HEAD_CHANNELS = {"XS": 128, "S": 256, "M": 256, "L": 512}
+HEATMAP_SIDE = {"XS": 32, "L": 64}
+DEPTH_DIM = {"XS": 32, "L": 64}
+HEAD_CHANNELS = {"XS": 128, "L": 512}
 # Each file holds the network as the evaluator runs it (BatchNorm folded, channels_last) or as loaded
 # (BatchNorm nodes in the graph); XS and L between them cover both.
-FOLDED = {"XS": True, "S": True, "M": False, "L": False}
+FOLDED = {"XS": True, "L": False}
 
-EVERY_VARIANT = [pytest.param(v, marks=pytest.mark.slow) if v in ("S", "M") else v for v in VARIANTS]
+EXPORTED_HERE = ("XS", "L")
 
 TINY = ArchSpec(
     depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), head_channels=16, head_upsample=(True, True, False),
@@ -90,7 +90,7 @@ def _one_line_naming(exc: pytest.ExceptionInfo, path: Path) -> str:
 # --------------------------------------------------------------------------- every variant
 
 
-@pytest.mark.parametrize("variant", EVERY_VARIANT)
+@pytest.mark.parametrize("variant", EXPORTED_HERE)
 def test_exported_variant_reproduces_pytorch(variant, exported, known_specs):
     network, report = exported(variant)
     forward = OnnxForward(report.path, known_specs[variant])
@@ -106,7 +106,7 @@ def test_exported_variant_reproduces_pytorch(variant, exported, known_specs):
     assert report.max_abs_diff <= report.tolerance == DEFAULT_TOLERANCE
 
 
-@pytest.mark.parametrize("variant", EVERY_VARIANT)
+@pytest.mark.parametrize("variant", EXPORTED_HERE)
 def test_export_report_and_metadata_describe_the_file(variant, exported, known_specs):
     _, report = exported(variant)
     data = report.path.read_bytes()
@@ -324,3 +324,62 @@ def test_time_forward_counts_images_over_the_best_pass():
     # 5 images take at least 50 ms a pass: at most 100 images/s, and not far below on any machine.
     assert 40 < rate <= 100
     assert calls == [2] + [2, 3] * 2
+
+
+# --------------------------------------------------------------------------- files for a run
+
+
+def test_a_folder_gives_the_variant_file_and_a_file_is_taken_as_it_is(tmp_path):
+    (tmp_path / "ConvNeXtPose_S.onnx").write_bytes(b"written by the export command")
+    assert onnx_file_for(tmp_path, "S") == tmp_path / "ConvNeXtPose_S.onnx"
+    elsewhere = tmp_path / "renamed.onnx"
+    assert onnx_file_for(elsewhere, "XS") == elsewhere
+    with pytest.raises(BackendError, match=r"holds no ConvNeXtPose_M\.onnx for variant=M; write it with python -m convnextpose_eval\.export variant=M"):
+        onnx_file_for(tmp_path, "M")
+    with pytest.raises(BackendError, match=r"variant=auto needs onnx_path=FILE\.onnx"):
+        onnx_file_for(tmp_path, "auto")
+
+
+@pytest.fixture(scope="module")
+def tiny_with_source(tmp_path_factory) -> Path:
+    """The tiny network exported with the checkpoint it came from recorded in its metadata."""
+    path = tmp_path_factory.mktemp("tiny_source") / "tiny.onnx"
+    export_onnx(_tiny_network(3), path, source={"file": "snapshot_7.pth.tar", "sha256": "ab" * 32})
+    return path
+
+
+def test_info_names_the_file_the_runtime_and_the_weights_behind_it(tiny_with_source, exported):
+    info = OnnxForward(tiny_with_source, TINY).info()
+    assert info["sha256"] == hashlib.sha256(tiny_with_source.read_bytes()).hexdigest()
+    assert info["path"] == str(tiny_with_source.resolve())
+    assert (info["provider"], info["opset"], info["onnxruntime_version"]) == ("cpu", 17, ort.__version__)
+    assert (info["source_checkpoint_file"], info["source_checkpoint_sha256"]) == ("snapshot_7.pth.tar", "ab" * 32)
+    _, report = exported("XS")  # written without a source
+    xs_info = OnnxForward(report.path, report_arch(report.path)).info()
+    assert xs_info["source_checkpoint_sha256"] is None and xs_info["source_checkpoint_file"] is None
+
+
+def report_arch(path: Path) -> ArchSpec:
+    arch = read_onnx_arch(path)
+    assert arch is not None
+    return arch
+
+
+def test_evaluator_with_variant_auto_takes_the_architecture_from_the_file(tiny_with_source, auto_variant_cfg, variant_cfgs, tmp_path):
+    from convnextpose_eval.evaluator import PoseEvaluator
+
+    module = PoseEvaluator(auto_variant_cfg, None, known_variants=variant_cfgs, onnx_path=str(tiny_with_source))
+    module.configure_network()
+    assert module.arch == TINY and module.detected_variant is None and module.checkpoint_info == {}
+    assert module.onnx_info is not None and module.onnx_info["source_checkpoint_file"] == "snapshot_7.pth.tar"
+    with torch.inference_mode():
+        coords = module.predict_coords(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+    assert coords.shape == (2, TINY.joint_num, 3) and torch.isfinite(coords).all()
+
+    bare = tmp_path / "bare.onnx"
+    model = onnx.load(str(tiny_with_source))
+    del model.metadata_props[:]
+    bare.write_bytes(model.SerializeToString())
+    stranger = PoseEvaluator(auto_variant_cfg, None, known_variants=variant_cfgs, onnx_path=str(bare))
+    with pytest.raises(BackendError, match=r"bare\.onnx: records no architecture .* name the variant"):
+        stranger.configure_network()

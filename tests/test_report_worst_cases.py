@@ -77,6 +77,12 @@ def near(pixel: np.ndarray, colour: np.ndarray, tolerance: float = 12.0) -> bool
     return bool(np.abs(pixel.astype(np.float64) - colour).max() <= tolerance)
 
 
+def near_any(image: np.ndarray, where: tuple[int, int], colour: np.ndarray) -> bool:
+    """The colour within one pixel of ``where``: the renderer snaps a marker's centre to the pixel grid."""
+    row, column = where
+    return any(near(image[row + dy, column + dx], colour) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
 @pytest.fixture(scope="module")
 def twelve() -> np.ndarray:
     return decode(render_worst_cases([make_case(i) for i in range(12)]))
@@ -109,10 +115,8 @@ def test_joints_carry_the_two_skeleton_colours(twelve):
     for i in (0, 5, 11):
         box = crop_box(twelve, crop_colour(i))
         for gt, pred in zip(GT_XY, PRED_XY):
-            gt_pixel = twelve[figure_pixel(box, gt)]
-            pred_pixel = twelve[figure_pixel(box, pred)]
-            assert near(gt_pixel, truth), (i, gt, gt_pixel)
-            assert near(pred_pixel, prediction), (i, pred, pred_pixel)
+            assert near_any(twelve, figure_pixel(box, gt), truth), (i, gt)
+            assert near_any(twelve, figure_pixel(box, pred), prediction), (i, pred)
         # Away from both skeletons the crop shows through unchanged, the right way up.
         assert tuple(twelve[figure_pixel(box, np.array([70.0, 8.0]))]) == crop_colour(i)
         assert tuple(twelve[figure_pixel(box, np.array([6.0, 92.0]))]) == CORNER_COLOUR

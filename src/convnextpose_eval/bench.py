@@ -1,4 +1,4 @@
-"""``python -m convnextpose_eval.bench [run_eval.py overrides]``: three throughputs, side by side, one run.
+"""``python -m convnextpose_eval.bench [run_eval.py overrides]``: five throughputs, side by side, one run.
 
 (a) eager_fp32_ips: the network work of an evaluation (flip test included) the plain way: NCHW float32,
     ``torch.no_grad``, the image and its mirror as two forward passes.
@@ -9,6 +9,9 @@
     timed after a first pass has warmed the crop cache.
 (d) data_ips: the data path alone: the test dataloader (same batch size, crop store warm) iterated
     without the network.
+(e) onnx_ips: (b)'s work with the forward pass done by ONNX Runtime (``onnx_provider``) on the network
+    exported from the same checkpoint, on the same crops; null, with the reason, when the optional
+    packages are missing.
 
 (a) and (b) run on the same decoded crops, held in memory, and their outputs are compared. Each
 measurement is repeated ``bench.repeats`` times and the fastest repeat counts. Under a reduced
@@ -36,8 +39,8 @@ from .checkpoint.architecture import load_weights
 from .checkpoint.reader import read_checkpoint
 from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error
-from .config.schema import EvalConfig, Strategy
-from .errors import ConfigError, EvalError, one_line
+from .config.schema import Backend, EvalConfig, Strategy
+from .errors import BackendError, ConfigError, EvalError, one_line
 from .evaluate import (
     build_datamodule,
     build_evaluator,
@@ -47,8 +50,9 @@ from .evaluate import (
     run_settings,
     uses_gpu,
 )
-from .evaluator import PIXEL_MEAN, PIXEL_STD
+from .evaluator import PIXEL_MEAN, PIXEL_STD, PoseEvaluator
 from .network import ConvNeXtPose
+from .onnx_backend import OnnxForward, export_onnx, require_onnx_packages
 from .results.writer import ResultsWriter
 
 
@@ -82,6 +86,8 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     """Measure (a), (b), (c) and (d) on the first ``bench.images`` test images; the pipeline's files go to ``scratch``."""
     if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("the bench measures one device: use trainer=cpu or trainer=gpu")
+    if settings.backend is not Backend.pytorch:
+        raise ConfigError("backend=onnxruntime: the bench exports the checkpoint and times ONNX Runtime itself, as (e); drop backend and onnx_path")
     settings = dataclasses.replace(settings, flip_test=True, oracle=False)
     settings.trainer.progress_bar = False
     module = build_evaluator(settings)
@@ -148,6 +154,8 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     inference_s = _best_time(inference_pass, repeats, device)
     pipeline_s = _best_time(pipeline, repeats, device)
 
+    onnx = _onnx_rate(settings, module, batches, scratch, fast, inference_s, device)
+
     def data_pass() -> None:
         for _ in datamodule.test_dataloader():
             pass
@@ -172,7 +180,36 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         "max_coord_diff_vs_eager": coord_diff,
         "mpjpe": mpjpe,
         "mpjpe_change_vs_fp32": mpjpe - exact_mpjpe if reduced_precision else 0.0,
+        **onnx,
     }
+
+
+def _onnx_rate(settings: EvalConfig, module: PoseEvaluator, batches: list[torch.Tensor], scratch: Path,
+               reference: torch.Tensor, inference_s: float, device: torch.device) -> dict[str, object]:  # fmt: skip
+    """(e): export the evaluator's network to ``scratch`` and time ONNX Runtime through the same flip-test path.
+
+    ``reference`` is (b)'s output on the first batch and ``inference_s`` (b)'s best time, measured just before.
+    """
+    try:
+        require_onnx_packages()
+    except BackendError as exc:
+        return {"onnx_ips": None, "onnx_vs_inference": None, "onnx_max_coord_diff": None, "onnx_note": one_line(exc)}
+    assert module.network is not None and module.arch is not None
+    path = export_onnx(module.network, scratch / "bench.onnx", opset=settings.export.opset).path
+    forward = OnnxForward(path, module.arch, settings.onnx_provider.value)
+
+    def onnx_pass() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                module.predict_coords(batch.to(device), network=forward)
+
+    with torch.inference_mode():
+        diff = float((module.predict_coords(batches[0].to(device), network=forward) - reference).abs().max())
+    onnx_pass()
+    onnx_s = _best_time(onnx_pass, settings.bench.repeats, device)
+    count = sum(batch.shape[0] for batch in batches)
+    return {"onnx_ips": count / onnx_s, "onnx_vs_inference": inference_s / onnx_s, "onnx_max_coord_diff": diff,
+            "onnx_provider": settings.onnx_provider.value}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'(b) project inference settings':<44}{result['inference_ips']:>10.2f}   {result['inference_vs_eager']:.2f}x (a)")
     print(f"{'(c) whole pipeline, crop cache warm':<44}{result['pipeline_ips']:>10.2f}   {result['pipeline_vs_inference']:.2f}x (b)")
     print(f"{'(d) data path alone, crop store warm':<44}{result['data_ips']:>10.2f}")
+    if result["onnx_ips"] is not None:
+        print(f"{'(e) ONNX Runtime (' + str(result['onnx_provider']) + '), same crops':<44}{result['onnx_ips']:>10.2f}   "
+              f"{result['onnx_vs_inference']:.2f}x (b); max |coords - (b)| {result['onnx_max_coord_diff']:.1e}")  # fmt: skip
+    else:
+        print(f"(e) ONNX Runtime: not measured ({result['onnx_note']})")
     print(f"heatmap coordinates vs (a): max |diff| {result['max_coord_diff_vs_eager']:.2e}; MPJPE {result['mpjpe']:.2f} mm "
           f"({result['precision']}, change vs fp32 {result['mpjpe_change_vs_fp32']:+.3f} mm)")
     print(json.dumps(result))

@@ -17,10 +17,11 @@ from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint.fetch import locate_checkpoint
 from .config.checks import checked_config
 from .config.compose import as_plain, variant_table
-from .config.schema import Accelerator, EvalConfig, Strategy
+from .config.schema import Accelerator, Backend, EvalConfig, Strategy
 from .data.datamodule import H36MDataModule
 from .errors import ConfigError, EvalError, one_line
 from .evaluator import PoseEvaluator
+from .onnx_backend import onnx_file_for
 from .report.summary import format_summary, oracle_verdict
 from .results.files import FAILURE_FILE, RESULTS_FILE
 from .results.records import TOOL_NAME, InferenceSettings, RunSettings
@@ -50,6 +51,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
@@ -112,15 +114,20 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trai
 
 
 def build_evaluator(settings: EvalConfig) -> PoseEvaluator:
-    """Find the checkpoint (downloading it if needed), load it and check it against the config.
+    """Find the checkpoint (downloading it if needed), load it and check it against the config; or, with
+    ``backend=onnxruntime``, open the exported file and check it against the variant.
 
-    Everything about the checkpoint fails here, before any data is read.
+    Everything about the checkpoint or the ONNX file fails here, before any data is read.
     """
     data = settings.data
     if data.synthetic:
         ensure_sample(data.root, variants=variant_table(settings))
-    ckpt_path = None
-    if not (settings.oracle and settings.ckpt_path is None):
+    ckpt_path = onnx_file = None
+    if settings.backend is Backend.onnxruntime:
+        assert settings.onnx_path is not None  # checked_config
+        onnx_file = onnx_file_for(settings.onnx_path, settings.variant.name)
+        ckpt_path = settings.ckpt_path  # only to check that the file was exported from it
+    elif not (settings.oracle and settings.ckpt_path is None):
         ckpt_path = locate_checkpoint(
             str(settings.ckpt_path) if settings.ckpt_path else None,
             settings.variant.checkpoint.file,
@@ -137,6 +144,8 @@ def build_evaluator(settings: EvalConfig) -> PoseEvaluator:
         oracle=settings.oracle,
         tf32=settings.trainer.tf32,
         known_variants=variant_table(settings),
+        onnx_path=str(onnx_file) if onnx_file else None,
+        onnx_provider=settings.onnx_provider.value,
     )
     module.configure_network()
     return module
@@ -185,13 +194,15 @@ def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSetti
     )
 
 
-def inference_settings(settings: EvalConfig) -> InferenceSettings:
+def inference_settings(settings: EvalConfig, onnx: dict[str, Any] | None = None) -> InferenceSettings:
+    """The numeric settings of the forward pass; ``onnx``: the exported file that ran it, if any."""
     return InferenceSettings(
         precision=settings.trainer.precision,
         tf32=settings.trainer.tf32,
         channels_last=settings.channels_last,
         fold_batchnorm=settings.fold_batchnorm,
         backend=settings.backend.value,
+        onnx=onnx,
     )
 
 
@@ -201,8 +212,8 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
     Returns the results in the launching process, None on the other ranks of an external launch.
     """
     module = build_evaluator(settings)
-    writer = ResultsWriter(output_dir, run_settings(settings, module.checkpoint_info.get("detected_variant")),
-                           inference_settings(settings))  # fmt: skip
+    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
+                           inference_settings(settings, module.onnx_info))  # fmt: skip
     datamodule = build_datamodule(settings, module.arch.input_size)
     trainer = build_trainer(settings, [writer])
     try:

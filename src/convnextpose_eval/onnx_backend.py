@@ -27,7 +27,7 @@ import importlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,6 +45,9 @@ from .network.spec import specs_of
 INPUT_NAME = "images"
 OUTPUT_NAME = "coords"
 METADATA_PREFIX = "convnextpose."
+# Where the weights came from, written by the export command beside the architecture.
+SOURCE_SHA256_KEY = "source.sha256"
+SOURCE_FILE_KEY = "source.file"
 
 # A refusal gate, not an accuracy claim (the measured difference is reported).
 # Float32 reordering between PyTorch's and ONNX Runtime's kernels moves the
@@ -70,6 +73,12 @@ def _require(module: str) -> Any:
         raise BackendError(
             f'the ONNX backend needs the optional package {module}, which is not installed: pip install -e ".[onnx]"'
         ) from None
+
+
+def require_onnx_packages() -> None:
+    """Fail in one line, before any checkpoint or data is read, when the optional packages are missing."""
+    for module in ("onnx", "onnxruntime", "onnxscript"):
+        _require(module)
 
 
 # --------------------------------------------------------------------------- architecture <-> metadata
@@ -225,6 +234,7 @@ def export_onnx(
     opset: int = 17,
     check_inputs: torch.Tensor | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    source: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Export ``network`` in eval mode (folded or not) and write it only if ONNX Runtime reproduces it.
 
@@ -232,7 +242,8 @@ def export_onnx(
     units with a dynamic batch axis, and the architecture in its metadata_props. ONNX Runtime (CPU)
     runs ``check_inputs`` (default: three seeded random images) as one batch and the first image
     alone; if any coordinate differs from PyTorch's by more than ``tolerance`` heatmap units, or
-    is not finite, nothing is written. The write is atomic.
+    is not finite, nothing is written. The write is atomic. ``source`` (``file``, ``sha256`` of the
+    checkpoint) is stored in the metadata too, so a results.json can name the weights behind a file.
     """
     path = Path(path)
     onnx = _require("onnx")
@@ -255,7 +266,8 @@ def export_onnx(
             f"{path}: not written: asked for opset {opset} but the exporter produced opset {produced}; ask for opset {produced}"
         )
     props = {entry.key: entry.value for entry in model.metadata_props}
-    onnx.helper.set_model_props(model, {**props, **arch_metadata(arch)})
+    provenance = {f"{METADATA_PREFIX}source.{key}": str(value) for key, value in (source or {}).items()}
+    onnx.helper.set_model_props(model, {**props, **arch_metadata(arch), **provenance})
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
@@ -431,13 +443,33 @@ def _check_metadata(path: Path, model: Any, arch: ArchSpec) -> bool:
     return True
 
 
-def _check_model(onnx: Any, path: Path, data: bytes, arch: ArchSpec) -> tuple[str, str]:
-    """Parse and check an ONNX file's bytes against ``arch``; returns its (input, output) names."""
-    model = _parse_model(onnx, path, data)
+def _check_model(path: Path, model: Any, arch: ArchSpec) -> tuple[str, str]:
+    """Check a parsed ONNX model against ``arch``; returns its (input, output) names."""
     names = _check_signature(path, model, arch)
     has_metadata = _check_metadata(path, model, arch)
     _check_weights(path, model, arch, has_metadata)
     return names
+
+
+def onnx_file_name(variant: str) -> str:
+    """The name the export command gives a variant's file, and a sweep looks for in a folder."""
+    return f"ConvNeXtPose_{variant}.onnx"
+
+
+def onnx_file_for(path: Path, variant: str) -> Path:
+    """``path`` itself, or, when it is a folder, its ``ConvNeXtPose_<variant>.onnx`` (one file per variant for sweeps)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if variant == "auto":
+        raise BackendError(f"{path}: is a folder; variant=auto needs onnx_path=FILE.onnx (or name the variant)")
+    found = path / onnx_file_name(variant)
+    if not found.exists():
+        raise BackendError(
+            f"{path}: holds no {found.name} for variant={variant}; write it with "
+            f"python -m convnextpose_eval.export variant={variant} export.path={path}"
+        )
+    return found
 
 
 def read_onnx_arch(path: Path) -> ArchSpec | None:
@@ -473,6 +505,8 @@ def _session(ort: Any, data: bytes, providers: list[str]) -> Any:
     two-core machine the batch-16 XS forward ran 15-30 % faster without it.
     """
     options = ort.SessionOptions()
+    # As many threads as PyTorch uses here (OMP_NUM_THREADS, or Lightning's share per DDP rank).
+    options.intra_op_num_threads = torch.get_num_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(data, options, providers=providers)
@@ -499,13 +533,29 @@ class OnnxForward:
         providers = _providers(ort, self.provider)
         data = _read_model_bytes(self.path)
         self.sha256 = hashlib.sha256(data).hexdigest()
-        self._input_name, self._output_name = _check_model(onnx, self.path, data, self.arch)
+        model = _parse_model(onnx, self.path, data)
+        self._input_name, self._output_name = _check_model(self.path, model, self.arch)
+        self._opset = _model_opset(model)
+        self._metadata = {entry.key: entry.value for entry in model.metadata_props}
+        self._runtime_version = ort.__version__
         try:
             self._session = _session(ort, data, providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail / InvalidGraph / NotImplemented ...
             raise BackendError(f"{self.path}: onnxruntime cannot load it ({_first_line(exc)})") from None
         if providers[0] not in self._session.get_providers():
             raise BackendError(f"{self.path}: onnxruntime could not start {providers[0]} for it; use the cpu provider")
+
+    def info(self) -> dict[str, Any]:
+        """What results.json records of the file: its identity, the runtime, and the weights it came from."""
+        return {
+            "path": str(self.path.resolve()),
+            "sha256": self.sha256,
+            "provider": self.provider,
+            "onnxruntime_version": self._runtime_version,
+            "opset": self._opset,
+            "source_checkpoint_sha256": self._metadata.get(METADATA_PREFIX + SOURCE_SHA256_KEY),
+            "source_checkpoint_file": self._metadata.get(METADATA_PREFIX + SOURCE_FILE_KEY),
+        }
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         size = self.arch.input_size

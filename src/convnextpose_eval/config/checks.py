@@ -141,6 +141,9 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
         _require(settings.onnx_path is not None, "backend=onnxruntime needs onnx_path=FILE.onnx (or a folder of ConvNeXtPose_<V>.onnx files)")
         _require(settings.onnx_path.exists(), f"{settings.onnx_path}: no such file or directory (onnx_path)")
         _require(not settings.oracle, "oracle=true takes no network: run it with backend=pytorch")
+        _require(trainer.precision.startswith("32") and not trainer.tf32,
+                 f"backend=onnxruntime runs the exported float32 graph: trainer.precision={trainer.precision} and "
+                 f"trainer.tf32={str(trainer.tf32).lower()} do not apply to it (use 32-true, tf32=false)")  # fmt: skip
     return settings
 
 

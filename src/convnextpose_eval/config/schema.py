@@ -41,6 +41,13 @@ class Backend(Enum):
     onnxruntime = "onnxruntime"
 
 
+class OnnxProvider(Enum):
+    """ONNX Runtime's execution provider for backend=onnxruntime."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class KeyStyle(Enum):
     """Head layer key names in a released file: dwconv/norm/pwconv (modern) or 0/1/2 (legacy, M and L)."""
 
@@ -175,7 +182,7 @@ class EvalConfig:
     fold_batchnorm: bool = True
     backend: Backend = Backend.pytorch
     onnx_path: Optional[Path] = None
-    onnx_provider: str = "cpu"
+    onnx_provider: OnnxProvider = OnnxProvider.cpu
     report: ReportConfig = field(default_factory=ReportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..human36m import ACTION_NAMES
@@ -36,10 +37,15 @@ def format_summary(results: dict[str, Any]) -> str:
     flip = {True: "on", False: "off"}.get(results.get("flip_test"), "?")
     banners = [f"!!!!!!!! {text} !!!!!!!!" for text in warning_flags(results)]
     lines = list(banners)
+    onnx = (results.get("inference") or {}).get("onnx")
+    if onnx:
+        source = onnx.get("source_checkpoint_file") or "an unrecorded checkpoint"
+        weights = f"ONNX Runtime ({onnx.get('provider', '?')}): {Path(onnx.get('path', '?')).name}, exported from {source}"
+    else:
+        weights = f"checkpoint epoch {checkpoint.get('epoch', '?')}"
     lines.append(
         f"ConvNeXtPose-{results.get('variant', '?')} | protocol {protocol} | "
-        f"{results.get('num_samples', '?')} samples | flip test {flip} | "
-        f"checkpoint epoch {checkpoint.get('epoch', '?')}"
+        f"{results.get('num_samples', '?')} samples | flip test {flip} | {weights}"
     )
     lines.append("")
     comparison = results.get("comparison")

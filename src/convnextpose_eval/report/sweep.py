@@ -103,7 +103,9 @@ def _markdown(aggregate: dict[str, Any], sweep_dir: Path, bands: Sequence[tuple[
         else:
             results = entry["results"]
             metrics, model, speed = results.get("metrics") or {}, results.get("model") or {}, results.get("throughput") or {}
-            status = " ".join(["ok", *(f"**{k.upper()}**" for k in ("synthetic", "oracle") if results.get(k))])
+            backend = (results.get("inference") or {}).get("backend", "pytorch")
+            status = " ".join(["ok", *(f"**{k.upper()}**" for k in ("synthetic", "oracle") if results.get(k)),
+                               *([f"({backend})"] if backend != "pytorch" else [])])  # fmt: skip
             comparison = entry.get("comparison")
             ips = speed.get("images_per_s")
             row = [

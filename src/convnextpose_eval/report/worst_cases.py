@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
@@ -28,7 +29,9 @@ PREDICTION_COLOUR = "#f01ef0"
 _NUM_JOINTS = len(EVAL_JOINTS)
 _BONES = tuple((a, b) for a, b in SKELETON if a < _NUM_JOINTS and b < _NUM_JOINTS)
 _PANEL_INCHES = (3.2, 3.5)
-_LEGEND_INCHES = 0.7
+_LEGEND_INCHES = 0.5
+# Above the first row: the figure title, then the panels' two-line titles.
+_TITLE_INCHES = 0.85
 _DPI = 100
 # A dark rim keeps both skeletons readable on light, dark and green backgrounds alike.
 _RIM = [withStroke(linewidth=3.5, foreground="black", alpha=0.6)]
@@ -68,10 +71,11 @@ class WorstCase:
 
 
 def _draw_skeleton(axes, joints_xy: np.ndarray, colour: str) -> None:
+    """The bones as one collection (one artist, not one line each: drawing stays cheap), then the joints."""
     joints = np.asarray(joints_xy, dtype=np.float64)
-    for a, b in _BONES:
-        axes.plot(joints[[a, b], 0], joints[[a, b], 1], color=colour, linewidth=2.0, solid_capstyle="round",
-                  path_effects=_RIM)  # fmt: skip
+    bones = LineCollection([joints[[a, b]] for a, b in _BONES], colors=colour, linewidths=2.0, capstyle="round",
+                           path_effects=_RIM)  # fmt: skip
+    axes.add_collection(bones, autolim=False)
     axes.plot(joints[:, 0], joints[:, 1], linestyle="none", marker="o", markersize=5, color=colour,
               markeredgecolor="black", markeredgewidth=0.6)  # fmt: skip
 
@@ -83,9 +87,13 @@ def render_worst_cases(cases: Sequence[WorstCase]) -> bytes:
     columns = min(COLUMNS, len(cases))
     rows = math.ceil(len(cases) / COLUMNS)
     width, height = _PANEL_INCHES
-    figure = Figure(figsize=(columns * width, rows * height + _LEGEND_INCHES), dpi=_DPI, layout="constrained")
+    total_height = rows * height + _LEGEND_INCHES + _TITLE_INCHES
+    # Fixed margins rather than a layout engine, which would draw the whole figure twice.
+    figure = Figure(figsize=(columns * width, total_height), dpi=_DPI)
     FigureCanvasAgg(figure)
-    figure.suptitle("Highest-error test images", fontsize=12)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=_LEGEND_INCHES / total_height, top=1 - _TITLE_INCHES / total_height,
+                           wspace=0.08, hspace=0.22)  # fmt: skip
+    figure.suptitle("Highest-error test images", fontsize=12, y=1 - 0.12 / total_height, va="top")
     for index, case in enumerate(cases):
         axes = figure.add_subplot(rows, columns, index + 1)
         side = case.crop.shape[0]
@@ -104,8 +112,9 @@ def render_worst_cases(cases: Sequence[WorstCase]) -> bytes:
             Line2D([], [], color=GROUND_TRUTH_COLOUR, marker="o", linewidth=2.0, label="ground truth"),
             Line2D([], [], color=PREDICTION_COLOUR, marker="o", linewidth=2.0, label="prediction"),
         ],
-        loc="outside lower center", ncols=2, fontsize=10, frameon=False,
+        loc="lower center", bbox_to_anchor=(0.5, 0.1 / total_height), ncols=2, fontsize=10, frameon=False,
     )  # fmt: skip
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    # zlib level 1: a third of the encoding time of the default level for a file about 15 % larger.
+    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
     return buffer.getvalue()

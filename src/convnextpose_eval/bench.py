@@ -190,13 +190,13 @@ def _onnx_rate(settings: EvalConfig, module: PoseEvaluator, batches: list[torch.
 
     ``reference`` is (b)'s output on the first batch and ``inference_s`` (b)'s best time, measured just before.
     """
+    assert module.network is not None and module.arch is not None
     try:
         require_onnx_packages()
-    except BackendError as exc:
+        path = export_onnx(module.network, scratch / "bench.onnx", opset=settings.export.opset).path
+        forward = OnnxForward(path, module.arch, settings.onnx_provider.value)
+    except BackendError as exc:  # (e) is optional: (a) to (d) still stand without it
         return {"onnx_ips": None, "onnx_vs_inference": None, "onnx_max_coord_diff": None, "onnx_note": one_line(exc)}
-    assert module.network is not None and module.arch is not None
-    path = export_onnx(module.network, scratch / "bench.onnx", opset=settings.export.opset).path
-    forward = OnnxForward(path, module.arch, settings.onnx_provider.value)
 
     def onnx_pass() -> None:
         with torch.inference_mode():

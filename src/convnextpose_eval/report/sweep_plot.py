@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -91,12 +92,7 @@ def plot_sweep(aggregate: dict[str, Any]) -> bytes:
         right.text(0.5, 0.5, "no successful job", transform=right.transAxes, ha="center", va="center",
                    color=_FAILED_COLOUR, fontsize=14)  # fmt: skip
         right.set_yticks([])
-    right.set_xticks(positions)
-    right.set_xticklabels(ACTION_NAMES, rotation=40, ha="right")
-    right.set_xlim(-0.5, len(ACTION_NAMES) - 0.5)
-    right.set_ylabel("error (mm)")
-    right.set_title("Per action (each variant's headline metric)")
-    right.grid(axis="y", alpha=0.3)
+    _label_categories(right, ACTION_NAMES, "error (mm)", "Per action (each variant's headline metric)")
 
     # Bottom: per-joint MPJPE of every successful variant, to see which joints carry the error.
     joint_positions = list(range(len(EVAL_JOINT_NAMES)))
@@ -106,13 +102,18 @@ def plot_sweep(aggregate: dict[str, Any]) -> bytes:
         joints.plot(joint_positions, [math.nan if v is None else v for v in values], marker="o", label=label)
     if ok:
         joints.legend(loc="best", fontsize=9)
-    joints.set_xticks(joint_positions)
-    joints.set_xticklabels(EVAL_JOINT_NAMES, rotation=40, ha="right")
-    joints.set_xlim(-0.5, len(EVAL_JOINT_NAMES) - 0.5)
-    joints.set_ylabel("MPJPE (mm)")
-    joints.set_title("Per joint (MPJPE, root-relative, unaligned)")
-    joints.grid(axis="y", alpha=0.3)
+    _label_categories(joints, EVAL_JOINT_NAMES, "MPJPE (mm)", "Per joint (MPJPE, root-relative, unaligned)")
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _label_categories(axes: Any, names: Sequence[str], ylabel: str, title: str) -> None:
+    """One tick per name (actions or joints) along x, slanted to stay readable, with a light y grid."""
+    axes.set_xticks(list(range(len(names))))
+    axes.set_xticklabels(names, rotation=40, ha="right")
+    axes.set_xlim(-0.5, len(names) - 0.5)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +67,29 @@ def cli_env(root: Path | None, extra: Mapping[str, str] | None = None) -> dict[s
     return env
 
 
+# Exports of the sample's checkpoints made by any run of this session land here and are reused by every
+# later run, whatever its project root or paths.cache_dir: the cache key (checkpoint sha256, architecture,
+# opset, versions) is the same for all of them, and the cache's file lock makes parallel runs safe.
+SHARED_EXPORTS = Path(tempfile.gettempdir()) / f"convnextpose-eval-test-exports-{os.getpid()}"
+
+
+def share_exports(root: Path | None, args: tuple[str, ...]) -> None:
+    """Point the run's ONNX export cache (``<cache_dir>/onnx``) at :data:`SHARED_EXPORTS`, unless it exists."""
+    given = [arg.split("=", 1)[1] for arg in args if arg.startswith("paths.cache_dir=")]
+    if given:
+        cache = Path(given[-1])
+    elif root is not None:
+        cache = Path(root) / "outputs" / "cache"
+    else:
+        return
+    link = cache / "onnx"
+    if link.exists() or link.is_symlink():
+        return
+    SHARED_EXPORTS.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(SHARED_EXPORTS, target_is_directory=True)
+
+
 def cli_command(*args: str, module: str | None = None) -> list[str]:
     """``python run_eval.py ARGS trainer.progress_bar=false``, or ``python -m MODULE ARGS``."""
     if module is not None:
@@ -80,8 +104,14 @@ def run_cli(
     env: Mapping[str, str] | None = None,
     cwd: Path = PROJECT_ROOT,
     timeout: float = DEFAULT_TIMEOUT_S,
+    shared_exports: bool = True,
 ) -> CliRun:
-    """Run a tool to completion and capture its text output; ``env`` adds to (or overrides) :func:`cli_env`."""
+    """Run a tool to completion and capture its text output; ``env`` adds to (or overrides) :func:`cli_env`.
+
+    ``shared_exports``: reuse the session's ONNX exports (:func:`share_exports`); False for tests of the cache itself.
+    """
+    if shared_exports:
+        share_exports(root, args)
     command = cli_command(*args, module=module)
     started = time.monotonic()
     done = subprocess.run(command, check=False, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
@@ -96,8 +126,11 @@ def start_cli(
     cwd: Path = PROJECT_ROOT,
     stdout: int | IO[Any] | None = subprocess.PIPE,
     stderr: int | IO[Any] | None = subprocess.PIPE,
+    shared_exports: bool = True,
 ) -> subprocess.Popen[str]:
     """Start a tool and return at once, for tests that signal it or run others beside it."""
+    if shared_exports:
+        share_exports(root, args)
     command = cli_command(*args, module=module)
     return subprocess.Popen(command, cwd=cwd, env=cli_env(root, env), stdout=stdout, stderr=stderr, text=True)
 

@@ -272,7 +272,6 @@ def test_configs_ship_inside_the_package():
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (("backend=onnxruntime",), "backend=onnxruntime needs onnx_path=FILE.onnx"),
         (("backend=onnxruntime", "onnx_path=/nonexistent/x.onnx"), "/nonexistent/x.onnx: no such file or directory (onnx_path)"),
         (("backend=onnxruntime", "onnx_path=.", "oracle=true"), "oracle=true takes no network"),
         (("backend=onnxruntime", "onnx_path=.", "trainer.precision=bf16-mixed"), "backend=onnxruntime runs the exported float32 graph"),

@@ -66,8 +66,11 @@ def test_single_run_counts_every_image_once(env_root, single_xs):
     assert single_xs["num_samples"] == len(ids) == len(set(ids)) == 23
     assert sum(a["num_samples"] for a in single_xs["per_action"].values()) == 23
     assert single_xs["synthetic"] is True and single_xs["tool"] == "convnextpose-eval"
-    # The defaults are the exact float32 path (REFERENCE.md section 7: no TF32).
-    assert {k: single_xs["inference"][k] for k in ("precision", "tf32", "backend")} == {"precision": "32-true", "tf32": False, "backend": "pytorch"}
+    # The defaults are the exact float32 path (REFERENCE.md section 7: no TF32); on a CPU trainer through
+    # ONNX Runtime, on the checkpoint's export proven against the checkpoint before scoring.
+    assert {k: single_xs["inference"][k] for k in ("precision", "tf32", "backend")} == {"precision": "32-true", "tf32": False, "backend": "onnxruntime"}
+    assert single_xs["inference"]["onnx"]["source_verified"] is True
+    assert single_xs["checkpoint"]["sha256"] == single_xs["inference"]["onnx"]["source_checkpoint_sha256"]
     assert all(len(p["joint_cam"]) == 17 for p in predictions)
 
 
@@ -178,11 +181,16 @@ def test_bench_reports_every_throughput(env_root):
     done = run_cli(env_root, "experiment=demo", "variant=XS", "data.protocol=1", "bench.images=8", "bench.repeats=1", module="convnextpose_eval.bench")
     assert done.returncode == 0, done.describe()
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    rates = ("eager_fp32_ips", "inference_ips", "pipeline_ips", "data_ips", "onnx_ips")
+    rates = ("eager_fp32_ips", "inference_ips", "pipeline_ips", "data_ips", "onnx_ips", "onnx_pipeline_ips")
     assert {"variant", "device", "batch_size", *rates} <= set(result)
     assert result["variant"] == "XS" and result["num_images"] == 8
     assert all(result[k] > 0 for k in rates)
     assert result["onnx_vs_inference"] == pytest.approx(result["onnx_ips"] / result["inference_ips"])
+    assert result["onnx_pipeline_vs_onnx"] == pytest.approx(result["onnx_pipeline_ips"] / result["onnx_ips"])
+    assert result["onnx_pipeline_vs_eager"] == pytest.approx(result["onnx_pipeline_ips"] / result["eager_fp32_ips"])
+    assert result["onnx_source_verified"] is True
+    # Progress on stderr: each phase, with the images done.
+    assert "bench: (a) eager fp32: 8/8 images" in done.stderr and "bench: (f) ONNX Runtime pipeline: 8/8 images" in done.stderr
     # The fast path, and ONNX Runtime on the exported network, compute the same function as the plain one.
     assert result["max_coord_diff_vs_eager"] < 1e-3
     assert result["onnx_max_coord_diff"] < 1e-3

@@ -13,7 +13,6 @@ import copy
 import hashlib
 import pickle
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,9 @@ pytest.importorskip("onnxscript")
 from convnextpose_eval.errors import BackendError
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 from convnextpose_eval.network.fuse import fold_batchnorm
-from convnextpose_eval.onnx_backend import (
-    DEFAULT_TOLERANCE,
-    OnnxForward,
-    arch_from_metadata,
-    arch_metadata,
-    export_onnx,
-    onnx_file_for,
-    read_onnx_arch,
-    time_forward,
-)
+from convnextpose_eval.backends.onnx_checks import arch_from_metadata, arch_metadata, onnx_file_for, read_onnx_arch
+from convnextpose_eval.backends.onnx_export import DEFAULT_TOLERANCE, export_onnx
+from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward as OnnxForward
 
 # REFERENCE.md section 2: heatmap side, depth bins and head width of each released variant.
 HEATMAP_SIDE = {"XS": 32, "L": 64}
@@ -97,7 +89,7 @@ def test_exported_variant_reproduces_pytorch(variant, exported, known_specs):
     images = _images(2, seed=11)
     with torch.inference_mode():
         expected = network(images)
-    got = forward(images)
+    got = forward.run(images)
     assert got.dtype == torch.float32 and got.shape == (2, 18, 3)
     diff = (got - expected).abs().max().item()
     assert diff <= DEFAULT_TOLERANCE, diff
@@ -142,8 +134,8 @@ def test_one_file_runs_batches_of_one_and_five(exported, known_specs):
     network, report = exported("XS")
     forward = OnnxForward(report.path, known_specs["XS"])
     images = _images(5, seed=3)
-    five = forward(images)
-    one = forward(images[2:3])
+    five = forward.run(images)
+    one = forward.run(images[2:3])
     assert five.shape == (5, 18, 3) and one.shape == (1, 18, 3)
     with torch.inference_mode():
         expected = network(images)
@@ -155,7 +147,7 @@ def test_forward_refuses_images_of_the_wrong_size(exported, known_specs):
     _, report = exported("XS")
     forward = OnnxForward(report.path, known_specs["XS"])
     with pytest.raises(BackendError) as exc:
-        forward(torch.zeros(1, 3, 128, 128))
+        forward.run(torch.zeros(1, 3, 128, 128))
     assert "(B, 3, 256, 256)" in _one_line_naming(exc, report.path)
 
 
@@ -165,7 +157,7 @@ def test_pickled_forward_reopens_the_same_file(exported, known_specs):
     clone = pickle.loads(pickle.dumps(forward))
     images = _images(1, seed=5)
     assert clone.sha256 == forward.sha256 == report.sha256
-    assert torch.equal(clone(images), forward(images))
+    assert torch.equal(clone.run(images), forward.run(images))
 
 
 # --------------------------------------------------------------------------- files refused when opened
@@ -306,24 +298,6 @@ def test_export_refuses_check_inputs_of_the_wrong_size(tmp_path):
         export_onnx(_tiny_network(2), target, check_inputs=torch.zeros(2, 3, 32, 32))
     assert "(B, 3, 64, 64)" in _one_line_naming(exc, target)
     assert not target.exists()
-
-
-# --------------------------------------------------------------------------- timing helper
-
-
-def test_time_forward_counts_images_over_the_best_pass():
-    calls = []
-
-    def slow(batch: torch.Tensor) -> torch.Tensor:
-        calls.append(batch.shape[0])
-        time.sleep(0.01 * batch.shape[0])
-        return batch
-
-    batches = [torch.zeros(2, 1), torch.zeros(3, 1)]
-    rate = time_forward(slow, batches, repeats=2)
-    # 5 images take at least 50 ms a pass: at most 100 images/s, and not far below on any machine.
-    assert 40 < rate <= 100
-    assert calls == [2] + [2, 3] * 2
 
 
 # --------------------------------------------------------------------------- files for a run

@@ -11,7 +11,7 @@ from matplotlib.colors import to_rgb
 
 from convnextpose_eval.errors import EvalError
 from convnextpose_eval.human36m import ACTION_NAMES
-from convnextpose_eval.report.worst_cases import (
+from convnextpose_eval.results.worst_cases import (
     GROUND_TRUTH_COLOUR,
     PREDICTION_COLOUR,
     WorstCase,

@@ -1,22 +1,25 @@
-"""``python -m convnextpose_eval.bench [run_eval.py overrides]``: five throughputs, side by side, one run.
+"""``python -m convnextpose_eval.bench [run_eval.py overrides]``: six throughputs, side by side, one run.
 
 (a) eager_fp32_ips: the network work of an evaluation (flip test included) the plain way: NCHW float32,
     ``torch.no_grad``, the image and its mirror as two forward passes.
-(b) inference_ips: the same work as this project does it: BatchNorm folded into the convolutions,
-    channels_last, ``torch.inference_mode``, image and mirror in one batched forward, autocast when
-    ``trainer.precision`` asks for it.
-(c) pipeline_ips: a whole ``trainer.test`` (reading, cropping or the crop cache, inference, metrics),
-    timed after a first pass has warmed the crop cache.
+(b) inference_ips: the same work as this project's PyTorch engine does it: BatchNorm folded into the
+    convolutions, channels_last, ``torch.inference_mode``, image and mirror in one batched forward,
+    autocast when ``trainer.precision`` asks for it.
+(c) pipeline_ips: a whole ``trainer.test`` with the PyTorch engine (reading, cropping or the crop
+    cache, inference, metrics, files), timed after a first pass has warmed the crop cache.
 (d) data_ips: the data path alone: the test dataloader (same batch size, crop store warm) iterated
     without the network.
-(e) onnx_ips: (b)'s work with the forward pass done by ONNX Runtime (``onnx_provider``) on the network
-    exported from the same checkpoint, on the same crops; null, with the reason, when the optional
-    packages are missing.
+(e) onnx_ips: (b)'s work with the forward pass done by ONNX Runtime (``onnx_provider``) on the
+    checkpoint's cached export (``paths.cache_dir``, exported and proven against the checkpoint on first
+    use), on the same crops.
+(f) onnx_pipeline_ips: (c) with the ONNX Runtime engine, as ``backend=onnxruntime`` runs it, with the
+    export cache warm.
+(e) and (f) are null, with the reason, when the ONNX packages are missing or the export fails.
 
-(a) and (b) run on the same decoded crops, held in memory, and their outputs are compared. Each
+(a), (b) and (e) run on the same decoded crops, held in memory, and their outputs are compared. Each
 measurement is repeated ``bench.repeats`` times and the fastest repeat counts. Under a reduced
-``trainer.precision`` the pipeline also runs in float32 to report the MPJPE change. The last line
-printed is one JSON object.
+``trainer.precision`` the pipeline also runs in float32 to report the MPJPE change. Progress (phase,
+images done) goes to stderr; the last line printed on stdout is one JSON object.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import Subset
 
+from .backends import PIXEL_MEAN, PIXEL_STD, Forward
 from .checkpoint.architecture import load_weights
 from .checkpoint.reader import read_checkpoint
 from .config.checks import checked_config, quote_home_paths
@@ -45,15 +50,44 @@ from .evaluate import (
     build_datamodule,
     build_evaluator,
     build_trainer,
+    check_crops_from,
     inference_settings,
     quiet_lightning,
     run_settings,
     uses_gpu,
 )
-from .evaluator import PIXEL_MEAN, PIXEL_STD, PoseEvaluator
+from .evaluator import PoseEvaluator
 from .network import ConvNeXtPose
-from .onnx_backend import OnnxForward, export_onnx, require_onnx_packages
 from .results.writer import ResultsWriter
+
+# Progress lines at most this often (and at the end of each pass), so a long bench is never silent.
+PROGRESS_EVERY_S = 5.0
+
+
+class Progress:
+    """``bench: <phase>: <done>/<total> images`` on stderr, throttled."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._last = 0.0
+
+    def __call__(self, phase: str, done: int) -> None:
+        now = time.monotonic()
+        if done >= self.total or now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            print(f"bench: {phase}: {done}/{self.total} images", file=sys.stderr, flush=True)
+
+
+class _PipelineProgress(pl.Callback):
+    """Reports a trainer.test's images done through :class:`Progress`."""
+
+    def __init__(self, progress: Progress, phase: str) -> None:
+        self.progress, self.phase, self.done = progress, phase, 0
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+        self.done += int(batch["image"].shape[0])
+        self.progress(self.phase, self.done)
 
 
 def _device(cfg: DictConfig) -> torch.device:
@@ -83,12 +117,12 @@ def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> 
 
 
 def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
-    """Measure (a), (b), (c) and (d) on the first ``bench.images`` test images; the pipeline's files go to ``scratch``."""
+    """Measure (a) to (f) on the first ``bench.images`` test images; the pipelines' files go to ``scratch``."""
     if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("the bench measures one device: use trainer=cpu or trainer=gpu")
-    if settings.backend is not Backend.pytorch:
-        raise ConfigError("backend=onnxruntime: the bench exports the checkpoint and times ONNX Runtime itself, as (e); drop backend and onnx_path")
-    settings = dataclasses.replace(settings, flip_test=True, oracle=False)
+    if settings.backend is Backend.onnxruntime or settings.onnx_path is not None:
+        raise ConfigError("backend=onnxruntime: the bench times the PyTorch engine and ONNX Runtime side by side, as (b)/(c) and (e)/(f); drop backend and onnx_path")
+    settings = dataclasses.replace(settings, flip_test=True, oracle=False, backend=Backend.pytorch)
     settings.trainer.progress_bar = False
     module = build_evaluator(settings)
     datamodule = build_datamodule(settings, module.arch.input_size)
@@ -98,19 +132,17 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     device = _device(settings)
     repeats = settings.bench.repeats
     batch_size = settings.data.batch_size
+    progress = Progress(count)
 
-    def pipeline(exact: bool = False) -> float:
-        """One whole trainer.test; returns its MPJPE. ``exact``: float32 without TF32, whatever was asked."""
-        run = settings
-        if exact:
-            run = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, precision="32-true", tf32=False))
-        module.tf32 = run.trainer.tf32
-        writer = ResultsWriter(scratch, run_settings(run, None), inference_settings(run))
-        build_trainer(run, [writer]).test(module, datamodule=datamodule, verbose=False)
-        module.tf32 = settings.trainer.tf32
+    def pipeline(phase: str, evaluator: PoseEvaluator = module, run: EvalConfig = settings) -> float:
+        """One whole trainer.test; returns its MPJPE."""
+        evaluator.tf32 = run.trainer.tf32
+        writer = ResultsWriter(scratch, run_settings(run, None), inference_settings(run, evaluator.describe_backend()))
+        build_trainer(run, [writer, _PipelineProgress(progress, phase)]).test(evaluator, datamodule=datamodule, verbose=False)
+        evaluator.tf32 = settings.trainer.tf32
         return float(writer.results["metrics"]["mpjpe"])
 
-    pipeline()  # warm the crop cache, the allocator and the worker start-up paths
+    pipeline("warm-up: first pipeline pass (crop cache)")
     images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
     batches = [images[i : i + batch_size] for i in range(0, count, batch_size)]
 
@@ -128,42 +160,56 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         mirrored[..., 0] = size - 1 - mirrored[..., 0]
         return (plain + mirrored) / 2
 
-    def eager_pass() -> None:
+    def timed_pass(phase: str, step: Callable[[torch.Tensor], object]) -> Callable[[], None]:
+        def run() -> None:
+            done = 0
+            for batch in batches:
+                step(batch)
+                done += batch.shape[0]
+                progress(phase, done)
+
+        return run
+
+    def eager_step(batch: torch.Tensor) -> None:
         # The plain way is exact float32: no TF32, whatever (b) and (c) were asked to use.
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():
-            for batch in batches:
-                eager_coords(batch)
+            eager_coords(batch)
 
     module.to(device)
 
-    def inference_pass() -> None:
+    def inference_step(batch: torch.Tensor) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = settings.trainer.tf32
         with torch.inference_mode(), _autocast(settings, device):
-            for batch in batches:
-                module.predict_coords(batch.to(device, non_blocking=True))
+            module.predict_coords(batch.to(device, non_blocking=True))
 
     with torch.inference_mode(), _autocast(settings, device):
         fast = module.predict_coords(batches[0].to(device)).float()
     with torch.no_grad():
         coord_diff = float((eager_coords(batches[0]) - fast).abs().max())
 
+    eager_pass, inference_pass = timed_pass("(a) eager fp32", eager_step), timed_pass("(b) inference", inference_step)
     eager_pass()
     inference_pass()
     eager_s = _best_time(eager_pass, repeats, device)
     inference_s = _best_time(inference_pass, repeats, device)
-    pipeline_s = _best_time(pipeline, repeats, device)
-
-    onnx = _onnx_rate(settings, module, batches, scratch, fast, inference_s, device)
+    pipeline_s = _best_time(lambda: pipeline("(c) pipeline"), repeats, device)
 
     def data_pass() -> None:
-        for _ in datamodule.test_dataloader():
-            pass
+        done = 0
+        for batch in datamodule.test_dataloader():
+            done += batch["image"].shape[0]
+            progress("(d) data path", done)
 
     data_s = _best_time(data_pass, repeats, device)
-    mpjpe = pipeline()
+    onnx = _onnx_rates(settings, module, datamodule, batches, fast, inference_s, device, timed_pass, pipeline)
+    mpjpe = pipeline("MPJPE pass")
     reduced_precision = not settings.trainer.precision.startswith("32") or settings.trainer.tf32
-    exact_mpjpe = pipeline(exact=True) if reduced_precision else mpjpe
+    if reduced_precision:
+        exact = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, precision="32-true", tf32=False))
+        exact_mpjpe = pipeline("float32 MPJPE pass", run=exact)
+    else:
+        exact_mpjpe = mpjpe
     return {
         "variant": settings.variant.name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
@@ -181,35 +227,48 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         "mpjpe": mpjpe,
         "mpjpe_change_vs_fp32": mpjpe - exact_mpjpe if reduced_precision else 0.0,
         **onnx,
+        "onnx_pipeline_vs_eager": onnx["onnx_pipeline_ips"] * eager_s / count if onnx["onnx_pipeline_ips"] else None,
     }
 
 
-def _onnx_rate(settings: EvalConfig, module: PoseEvaluator, batches: list[torch.Tensor], scratch: Path,
-               reference: torch.Tensor, inference_s: float, device: torch.device) -> dict[str, object]:  # fmt: skip
-    """(e): export the evaluator's network to ``scratch`` and time ONNX Runtime through the same flip-test path.
+def _onnx_rates(settings: EvalConfig, module: PoseEvaluator, datamodule: Any, batches: list[torch.Tensor],
+                reference: torch.Tensor, inference_s: float, device: torch.device,
+                timed_pass: Callable[[str, Callable[[torch.Tensor], object]], Callable[[], None]],
+                pipeline: Callable[..., float]) -> dict[str, object]:  # fmt: skip
+    """(e) and (f): the ONNX Runtime engine built as ``backend=onnxruntime`` builds it (the checkpoint's cached
+    export, proven against it), timed on (b)'s crops and through a whole trainer.test.
 
     ``reference`` is (b)'s output on the first batch and ``inference_s`` (b)'s best time, measured just before.
     """
-    assert module.network is not None and module.arch is not None
+    missing = {"onnx_ips": None, "onnx_vs_inference": None, "onnx_max_coord_diff": None, "onnx_pipeline_ips": None,
+               "onnx_pipeline_vs_onnx": None}  # fmt: skip
+    onnx_settings = dataclasses.replace(settings, backend=Backend.onnxruntime)
     try:
-        require_onnx_packages()
-        path = export_onnx(module.network, scratch / "bench.onnx", opset=settings.export.opset).path
-        forward = OnnxForward(path, module.arch, settings.onnx_provider.value)
-    except BackendError as exc:  # (e) is optional: (a) to (d) still stand without it
-        return {"onnx_ips": None, "onnx_vs_inference": None, "onnx_max_coord_diff": None, "onnx_note": one_line(exc)}
+        print("bench: exporting the checkpoint into the ONNX cache (or finding it there)", file=sys.stderr, flush=True)
+        onnx_module = build_evaluator(onnx_settings, check_crops=lambda arch: check_crops_from(datamodule))
+    except BackendError as exc:  # (e) and (f) are optional: (a) to (d) still stand without them
+        return {**missing, "onnx_note": one_line(exc)}
+    forward = onnx_module.backend
+    assert isinstance(forward, Forward)
 
-    def onnx_pass() -> None:
+    def onnx_step(batch: torch.Tensor) -> None:
         with torch.inference_mode():
-            for batch in batches:
-                module.predict_coords(batch.to(device), network=forward)
+            module.predict_coords(batch.to(device), backend=forward)
 
     with torch.inference_mode():
-        diff = float((module.predict_coords(batches[0].to(device), network=forward) - reference).abs().max())
+        diff = float((module.predict_coords(batches[0].to(device), backend=forward) - reference).abs().max())
+    onnx_pass = timed_pass("(e) ONNX Runtime", onnx_step)
     onnx_pass()
     onnx_s = _best_time(onnx_pass, settings.bench.repeats, device)
+    pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module, run=onnx_settings)
+    onnx_pipeline_s = _best_time(lambda: pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module, run=onnx_settings),
+                                 settings.bench.repeats, device)  # fmt: skip
     count = sum(batch.shape[0] for batch in batches)
+    onnx_info = onnx_module.onnx_info or {}
     return {"onnx_ips": count / onnx_s, "onnx_vs_inference": inference_s / onnx_s, "onnx_max_coord_diff": diff,
-            "onnx_provider": settings.onnx_provider.value}  # fmt: skip
+            "onnx_pipeline_ips": count / onnx_pipeline_s, "onnx_pipeline_vs_onnx": onnx_s / onnx_pipeline_s,
+            "onnx_provider": settings.onnx_provider.value, "onnx_export_cached": bool((onnx_info.get("cache") or {}).get("hit")),
+            "onnx_source_verified": onnx_info.get("source_verified")}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     if result["onnx_ips"] is not None:
         print(f"{'(e) ONNX Runtime (' + str(result['onnx_provider']) + '), same crops':<44}{result['onnx_ips']:>10.2f}   "
               f"{result['onnx_vs_inference']:.2f}x (b); max |coords - (b)| {result['onnx_max_coord_diff']:.1e}")  # fmt: skip
+        print(f"{'(f) whole pipeline, ONNX Runtime':<44}{result['onnx_pipeline_ips']:>10.2f}   "
+              f"{result['onnx_pipeline_vs_onnx']:.2f}x (e), {result['onnx_pipeline_vs_eager']:.2f}x (a)")  # fmt: skip
     else:
-        print(f"(e) ONNX Runtime: not measured ({result['onnx_note']})")
+        print(f"(e), (f) ONNX Runtime: not measured ({result['onnx_note']})")
     print(f"heatmap coordinates vs (a): max |diff| {result['max_coord_diff_vs_eager']:.2e}; MPJPE {result['mpjpe']:.2f} mm "
           f"({result['precision']}, change vs fp32 {result['mpjpe_change_vs_fp32']:+.3f} mm)")
     print(json.dumps(result))

@@ -10,7 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 
 from .atomic import atomic_write_json, atomic_write_text
@@ -21,7 +23,8 @@ from .config.schema import Accelerator, Backend, EvalConfig, Strategy
 from .data.datamodule import H36MDataModule
 from .errors import ConfigError, EvalError, one_line
 from .evaluator import PoseEvaluator
-from .onnx_backend import onnx_file_for
+from .backends import CheckCrops
+from .backends.onnx_checks import onnx_file_for, onnx_packages_installed, require_onnx_packages
 from .report.summary import format_summary, oracle_verdict
 from .results.files import FAILURE_FILE, RESULTS_FILE
 from .results.records import TOOL_NAME, InferenceSettings, RunSettings
@@ -113,28 +116,75 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trai
     )
 
 
-def build_evaluator(settings: EvalConfig) -> PoseEvaluator:
-    """Find the checkpoint (downloading it if needed), load it and check it against the config; or, with
-    ``backend=onnxruntime``, open the exported file and check it against the variant.
+# Real test crops, spread over the test set, that an exported file and its checkpoint both run before scoring.
+CHECK_CROPS = 4
 
-    Everything about the checkpoint or the ONNX file fails here, before any data is read.
+
+def resolve_backend(settings: EvalConfig) -> Backend:
+    """The engine a run uses. ``auto``: ONNX Runtime (the same numbers, faster on CPUs) on a CPU trainer in
+    exact float32 with its packages installed, or whenever ``onnx_path`` is given; PyTorch otherwise."""
+    if settings.backend is not Backend.auto:
+        return settings.backend
+    if settings.onnx_path is not None:
+        return Backend.onnxruntime
+    trainer = settings.trainer
+    on_cpu = trainer.accelerator is Accelerator.cpu or (trainer.accelerator is Accelerator.auto and not uses_gpu(settings))
+    exact = trainer.precision.startswith("32") and not trainer.tf32
+    if on_cpu and exact and not settings.oracle and onnx_packages_installed():
+        return Backend.onnxruntime
+    return Backend.pytorch
+
+
+def located_checkpoint(settings: EvalConfig) -> Path | None:
+    """The checkpoint a run scores (or proves an exported file against): ``ckpt_path``, or the variant's file
+    in the checkpoint folder, downloaded there if missing. None for an oracle run without one, and for an
+    ONNX file given without ``ckpt_path``."""
+    backend = resolve_backend(settings)
+    if settings.ckpt_path is not None:
+        return settings.ckpt_path
+    if (backend is Backend.pytorch and settings.oracle) or (backend is Backend.onnxruntime and settings.onnx_path is not None):
+        return None
+    return locate_checkpoint(
+        None,
+        settings.variant.checkpoint.file,
+        settings.data.checkpoint_dir or settings.paths.checkpoint_dir,
+        settings.checkpoint_source.drive_folder_id,
+        download=settings.download,
+    )
+
+
+def export_hint(settings: EvalConfig) -> str:
+    """Overrides that let a printed export command find this run's checkpoint and check crops."""
+    file = settings.variant.checkpoint.file
+    ckpt = settings.ckpt_path or ((settings.data.checkpoint_dir or settings.paths.checkpoint_dir) / file if file else None)
+    parts = [f"ckpt_path={ckpt}"] if ckpt is not None and Path(ckpt).exists() else []
+    return " ".join([*parts, f"data.root={settings.data.root}"])
+
+
+def check_crops_from(datamodule: H36MDataModule, count: int = CHECK_CROPS) -> torch.Tensor:
+    """``count`` test crops spread evenly over the test set, as the data path gives them (uint8, (N, 3, S, S))."""
+    dataset = datamodule.dataset
+    picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
+    return torch.stack([dataset[int(i)]["image"] for i in picks])
+
+
+def build_evaluator(settings: EvalConfig, check_crops: CheckCrops | None = None) -> PoseEvaluator:
+    """Find the checkpoint (downloading it if needed) and build the configured engine's forward pass from it,
+    or from the exported file: every check of the weights and the architecture happens here.
+
+    Everything that needs no data fails before any data is read; ``check_crops(arch)`` gives the real test
+    crops an exported file is then run on beside its checkpoint (seeded random crops when None).
     """
     data = settings.data
     if data.synthetic:
         ensure_sample(data.root, variants=variant_table(settings))
-    ckpt_path = onnx_file = None
-    if settings.backend is Backend.onnxruntime:
-        assert settings.onnx_path is not None  # checked_config
-        onnx_file = onnx_file_for(settings.onnx_path, settings.variant.name)
-        ckpt_path = settings.ckpt_path  # only to check that the file was exported from it
-    elif not (settings.oracle and settings.ckpt_path is None):
-        ckpt_path = locate_checkpoint(
-            str(settings.ckpt_path) if settings.ckpt_path else None,
-            settings.variant.checkpoint.file,
-            data.checkpoint_dir or settings.paths.checkpoint_dir,
-            settings.checkpoint_source.drive_folder_id,
-            download=settings.download,
-        )
+    backend = resolve_backend(settings)
+    onnx_file = None
+    if backend is Backend.onnxruntime:
+        require_onnx_packages(exporting=settings.onnx_path is None)
+        if settings.onnx_path is not None:
+            onnx_file = onnx_file_for(settings.onnx_path, settings.variant.name, export_hint(settings))
+    ckpt_path = located_checkpoint(settings)
     module = PoseEvaluator(
         variant=as_plain(settings.variant),
         ckpt_path=str(ckpt_path) if ckpt_path else None,
@@ -146,6 +196,10 @@ def build_evaluator(settings: EvalConfig) -> PoseEvaluator:
         known_variants=variant_table(settings),
         onnx_path=str(onnx_file) if onnx_file else None,
         onnx_provider=settings.onnx_provider.value,
+        backend=backend.value,
+        cache_dir=str(settings.paths.cache_dir),
+        opset=settings.export.opset,
+        check_crops=check_crops,
     )
     module.configure_network()
     return module
@@ -194,15 +248,17 @@ def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSetti
     )
 
 
-def inference_settings(settings: EvalConfig, onnx: dict[str, Any] | None = None) -> InferenceSettings:
-    """The numeric settings of the forward pass; ``onnx``: the exported file that ran it, if any."""
+def inference_settings(settings: EvalConfig, engine: dict[str, Any] | None = None) -> InferenceSettings:
+    """The numeric settings of the forward pass; ``engine``: what the engine says of itself (``Forward.describe``):
+    its name, an exported file's record and, for a file, the precision its weights have."""
+    engine = engine or {"backend": resolve_backend(settings).value}
     return InferenceSettings(
-        precision=settings.trainer.precision,
+        precision=engine.get("precision", settings.trainer.precision),
         tf32=settings.trainer.tf32,
         channels_last=settings.channels_last,
         fold_batchnorm=settings.fold_batchnorm,
-        backend=settings.backend.value,
-        onnx=onnx,
+        backend=engine["backend"],
+        onnx=engine.get("onnx"),
     )
 
 
@@ -211,10 +267,17 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
 
     Returns the results in the launching process, None on the other ranks of an external launch.
     """
-    module = build_evaluator(settings)
+    datamodules: dict[int, H36MDataModule] = {}
+
+    def datamodule_for(input_size: int) -> H36MDataModule:
+        if input_size not in datamodules:
+            datamodules[input_size] = build_datamodule(settings, input_size)
+        return datamodules[input_size]
+
+    module = build_evaluator(settings, check_crops=lambda arch: check_crops_from(datamodule_for(arch.input_size)))
     writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
-                           inference_settings(settings, module.onnx_info))  # fmt: skip
-    datamodule = build_datamodule(settings, module.arch.input_size)
+                           inference_settings(settings, module.describe_backend()))  # fmt: skip
+    datamodule = datamodule_for(module.arch.input_size)
     trainer = build_trainer(settings, [writer])
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)

@@ -15,6 +15,7 @@ reads. The last line printed is one JSON object.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,9 +29,11 @@ from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error, variant_table
 from .config.schema import Backend, EvalConfig, Strategy
 from .errors import ConfigError, EvalError, one_line
+from .backends.onnx_checks import onnx_file_name, require_onnx_packages
+from .backends.onnx_export import ExportReport, export_onnx
+from .backends.pytorch import PyTorchForward
 from .evaluate import build_datamodule, build_evaluator, quiet_lightning
 from .evaluator import PoseEvaluator
-from .onnx_backend import ExportReport, export_onnx, onnx_file_name, require_onnx_packages
 from .sample.generator import ensure_sample
 
 # Test crops run through both networks before the file is written, each also mirrored.
@@ -46,8 +49,9 @@ def export_settings(overrides: list[str]) -> tuple[EvalConfig, bool]:
         with open_dict(cfg):
             cfg.data.root = "${paths.sample_dir}"
     settings = checked_config(cfg)
-    if settings.backend is not Backend.pytorch:
+    if settings.backend is Backend.onnxruntime or settings.onnx_path is not None:
         raise ConfigError("backend=onnxruntime: the export reads a PyTorch checkpoint; drop backend and onnx_path")
+    settings = dataclasses.replace(settings, backend=Backend.pytorch)
     if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("trainer=ddp: the export runs in one process; use trainer=cpu (or trainer=gpu)")
     return settings, from_sample
@@ -60,7 +64,8 @@ def check_crops(settings: EvalConfig, module: PoseEvaluator) -> torch.Tensor:
     dataset = datamodule.dataset
     picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(CHECK_IMAGES, len(dataset))).round().astype(int))
     images = torch.stack([dataset[int(i)]["image"] for i in picks])
-    normalized = module.normalize(images.to(module.pixel_mean.device)).float()
+    assert module.backend is not None
+    normalized = module.backend.normalize(images).float()
     return torch.cat([normalized, normalized.flip(3)]).contiguous().cpu()
 
 
@@ -82,12 +87,12 @@ def run_export(settings: EvalConfig) -> tuple[ExportReport, dict[str, Any]]:
     """Load and check the checkpoint, export its network, verify it with ONNX Runtime, write the file."""
     require_onnx_packages()
     module = build_evaluator(settings)
-    assert module.network is not None and module.arch is not None
+    assert isinstance(module.backend, PyTorchForward) and module.arch is not None
     variant = settings.variant.name if settings.variant.name != "auto" else module.detected_variant or "auto"
     path = target_path(settings, variant)
     checkpoint = module.checkpoint_info
     report = export_onnx(
-        module.network,
+        module.backend.network,
         path,
         opset=settings.export.opset,
         check_inputs=check_crops(settings, module),
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  checked     {report.check_batch_sizes[0] // 2} test crops of {crops} and their mirrors, as one batch and one alone: "
           f"max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e} heatmap units (tolerance {report.tolerance:g})")  # fmt: skip
     print(f"  sha256      {report.sha256}")
-    print(f"  evaluate    python run_eval.py variant={source['variant']} backend=onnxruntime onnx_path={report.path}")
+    print(f"  evaluate    python run_eval.py variant={source['variant']} backend=onnxruntime onnx_path={report.path} "
+          f"ckpt_path={source['checkpoint']} data.root={source['data_root']}")
     print(json.dumps({**report.to_dict(), **source}))
     return 0
 

@@ -137,9 +137,9 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
              f"{data.root}: data root does not exist (data.root must hold annotations/ and images/)")  # fmt: skip
     if settings.ckpt_path is not None:
         _require(settings.ckpt_path.exists(), f"{settings.ckpt_path}: no such file or directory (ckpt_path)")
-    if settings.backend is Backend.onnxruntime:
-        _require(settings.onnx_path is not None, "backend=onnxruntime needs onnx_path=FILE.onnx (or a folder of ConvNeXtPose_<V>.onnx files)")
-        _require(settings.onnx_path.exists(), f"{settings.onnx_path}: no such file or directory (onnx_path)")
+    if settings.backend is Backend.onnxruntime or (settings.backend is Backend.auto and settings.onnx_path is not None):
+        if settings.onnx_path is not None:
+            _require(settings.onnx_path.exists(), f"{settings.onnx_path}: no such file or directory (onnx_path)")
         _require(not settings.oracle, "oracle=true takes no network: run it with backend=pytorch")
         _require(trainer.precision.startswith("32") and not trainer.tf32,
                  f"backend=onnxruntime runs the exported float32 graph: trainer.precision={trainer.precision} and "

@@ -35,8 +35,13 @@ class Strategy(Enum):
 
 
 class Backend(Enum):
-    """What runs the network's forward pass; everything around it is shared."""
+    """What runs the network's forward pass (an engine of ``backends/``); everything around it is shared.
 
+    ``auto``: ONNX Runtime on a CPU trainer in exact float32 when its packages are installed (the
+    checkpoint exported once into ``paths.cache_dir``), PyTorch otherwise (GPUs, reduced precision, oracle).
+    """
+
+    auto = "auto"
     pytorch = "pytorch"
     onnxruntime = "onnxruntime"
 
@@ -180,7 +185,7 @@ class EvalConfig:
     oracle: bool = False
     channels_last: bool = True
     fold_batchnorm: bool = True
-    backend: Backend = Backend.pytorch
+    backend: Backend = Backend.auto
     onnx_path: Optional[Path] = None
     onnx_provider: OnnxProvider = OnnxProvider.cpu
     report: ReportConfig = field(default_factory=ReportConfig)

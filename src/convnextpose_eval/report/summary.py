@@ -38,9 +38,13 @@ def format_summary(results: dict[str, Any]) -> str:
     banners = [f"!!!!!!!! {text} !!!!!!!!" for text in warning_flags(results)]
     lines = list(banners)
     onnx = (results.get("inference") or {}).get("onnx")
-    if onnx:
-        source = onnx.get("source_checkpoint_file") or "an unrecorded checkpoint"
-        weights = f"ONNX Runtime ({onnx.get('provider', '?')}): {Path(onnx.get('path', '?')).name}, exported from {source}"
+    if onnx and onnx.get("source_verified"):
+        source = onnx.get("source_checkpoint_file") or "?"
+        weights = f"ONNX Runtime ({onnx.get('provider', '?')}): {Path(onnx.get('path', '?')).name}, checked against {source}"
+    elif onnx:
+        source = onnx.get("source_checkpoint_file")
+        claim = f"says it was exported from {source}, " if source else ""
+        weights = f"ONNX Runtime ({onnx.get('provider', '?')}): {Path(onnx.get('path', '?')).name}, {claim}not checked against a checkpoint"
     else:
         weights = f"checkpoint epoch {checkpoint.get('epoch', '?')}"
     lines.append(

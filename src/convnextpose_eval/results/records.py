@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..report.paper import compare_to_paper
+from .paper import compare_to_paper
 
 TOOL_NAME = "convnextpose-eval"
 

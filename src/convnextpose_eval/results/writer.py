@@ -22,7 +22,7 @@ from torchmetrics import SumMetric
 from ..atomic import atomic_write_bytes, atomic_write_json
 from ..human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
 from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores, per_sample_mpjpe
-from ..report.worst_cases import WorstCase, render_worst_cases
+from .worst_cases import WorstCase, render_worst_cases
 from .files import PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
     CheckpointInfo,

@@ -1,0 +1,40 @@
+"""ONNX Runtime sessions as this project runs them: the asked provider or one line, threads that sleep when idle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import BackendError
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def providers_for(ort: Any, provider: str) -> list[str]:
+    """ONNX Runtime's provider list for ``cpu`` or ``cuda`` (with CPU behind it), or one line when it is missing."""
+    if provider not in PROVIDERS:
+        raise BackendError(f"onnx provider '{provider}' is not one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise BackendError(
+            f"onnxruntime {ort.__version__} has no {wanted} here (it has {', '.join(available)}); "
+            "install onnxruntime-gpu with a matching CUDA, or use the cpu provider"
+        )
+    return [wanted] if provider == "cpu" else [wanted, PROVIDERS["cpu"]]
+
+
+def make_session(ort: Any, data: bytes, providers: list[str]) -> Any:
+    """An InferenceSession over a self-contained model's bytes, whose idle threads sleep instead of spinning.
+
+    Spinning buys microseconds per call, which batches of images taking tens of milliseconds do not
+    need, and it takes CPU from the data-loading workers that run beside the network; on a loaded
+    two-core machine the batch-16 XS forward ran 15-30 % faster without it.
+    """
+    options = ort.SessionOptions()
+    # As many threads as PyTorch uses here (OMP_NUM_THREADS, or Lightning's share per DDP rank).
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(data, options, providers=providers)

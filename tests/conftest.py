@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import PROJECT_ROOT
+from cli import PROJECT_ROOT, SHARED_EXPORTS
 from omegaconf import DictConfig
 
 from convnextpose_eval.config.compose import (
@@ -39,6 +39,15 @@ LEGACY_HEAD_KEYS = {"XS": False, "S": False, "M": True, "L": True}
 
 _CPU_TAG = b"X\x03\x00\x00\x00cpu"  # protocol-2 BINUNICODE 'cpu'
 _CUDA_TAG = b"X\x06\x00\x00\x00cuda:0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_exports_removed():
+    """The session's shared ONNX export cache (``cli.SHARED_EXPORTS``) goes when the session ends."""
+    yield
+    import shutil
+
+    shutil.rmtree(SHARED_EXPORTS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Each variant is exported once per module by the command a user runs; the ONNX Runtime sweep is then
 held against the PyTorch demo sweep (the session's ``demo_sweep_p1``): the same images, and figures
-equal to 0.01 mm overall and 0.05 mm per action (float32 reordering between the two runtimes moves
+equal to 0.001 mm overall and 0.005 mm per action (float32 reordering between the two runtimes moves
 them by about 1e-4 mm). Commands that do not depend on each other run two at a time: most of their
 time is Python's single-threaded start-up.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -94,13 +95,14 @@ def test_every_variant_scores_as_pytorch(onnx_sweep, demo_sweep_p1, exports):
         torch_run = read(demo_sweep_p1 / f"{job}_{variant}" / "results.json")
         assert ours["variant"] == torch_run["variant"] == variant
         assert ours["num_samples"] == torch_run["num_samples"] == 23
+        # The bar the CPU default (ONNX Runtime) stands on: 0.001 mm overall, 0.005 mm per action.
         for name in METRICS:
-            assert abs(ours["metrics"][name] - torch_run["metrics"][name]) < 0.01, (variant, name)
+            assert abs(ours["metrics"][name] - torch_run["metrics"][name]) < 1e-3, (variant, name)
         assert ours["per_action"].keys() == torch_run["per_action"].keys()
         for action, scores in ours["per_action"].items():
             assert scores["num_samples"] == torch_run["per_action"][action]["num_samples"]
-            for name in ("mpjpe", "pa_mpjpe"):
-                assert abs(scores[name] - torch_run["per_action"][action][name]) < 0.05, (variant, action, name)
+            for name in METRICS:
+                assert abs(scores[name] - torch_run["per_action"][action][name]) < 5e-3, (variant, action, name)
         onnx = ours["inference"]["onnx"]
         assert ours["inference"]["backend"] == "onnxruntime" and torch_run["inference"]["backend"] == "pytorch"
         assert onnx["sha256"] == exports[variant]["sha256"] and onnx["provider"] == "cpu"
@@ -196,3 +198,25 @@ def test_export_of_a_checkpoint_that_does_not_fit_writes_nothing(side_runs):
     _refused(future.result(), *facts["fragments"])
     misfit = facts["base"].parent / "misfit"
     assert not misfit.exists() or not list(misfit.iterdir())
+
+
+def test_the_evaluate_command_printed_after_an_export_runs_as_printed(exports, onnx_root):
+    line = next(line for line in exports["XS"]["stdout"].splitlines() if line.strip().startswith("evaluate "))
+    command = shlex.split(line.split("evaluate", 1)[1])
+    assert command[:2] == ["python", "run_eval.py"]
+    out = onnx_root / "printed_evaluate"
+    done = run_cli(onnx_root, *command[2:], f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.describe()
+    results = read(out / "results.json")
+    assert results["inference"]["backend"] == "onnxruntime" and results["inference"]["onnx"]["source_verified"] is True
+    assert results["inference"]["onnx"]["sha256"] == exports["XS"]["sha256"]
+
+
+def test_the_export_command_suggested_for_a_missing_file_runs_as_printed(side_runs, onnx_root):
+    future, _ = side_runs["folder_without_s"]
+    line = future.result().error_lines[0]
+    command = shlex.split(line.split("write it with ", 1)[1])
+    assert command[:3] == ["python", "-m", "convnextpose_eval.export"]
+    done = run_cli(onnx_root, *command[3:], module="convnextpose_eval.export")
+    assert done.returncode == 0, done.describe()
+    assert (Path(command[-1].split("=", 1)[1]) / "ConvNeXtPose_S.onnx").is_file()

@@ -5,15 +5,17 @@
 (b) inference_ips: the same work as this project's PyTorch engine does it: BatchNorm folded into the
     convolutions, channels_last, ``torch.inference_mode``, image and mirror in one batched forward,
     autocast when ``trainer.precision`` asks for it.
-(c) pipeline_ips: a whole ``trainer.test`` with the PyTorch engine (reading, cropping or the crop
-    cache, inference, metrics, files), timed after a first pass has warmed the crop cache.
+(c) pipeline_ips: a whole ``trainer.test`` with the PyTorch engine after a first pass has warmed the crop
+    cache: the images over its test loop (every batch read from the crop store, run, back-projected and
+    scored, as results.json's ``throughput`` times it); the run's fixed costs (trainer start, writing
+    predictions.json and worst_cases.png) apart, as pipeline_fixed_s, since they do not grow with the images.
 (d) data_ips: the data path alone: the test dataloader (same batch size, crop store warm) iterated
     without the network.
 (e) onnx_ips: (b)'s work with the forward pass done by ONNX Runtime (``onnx_provider``) on the
     checkpoint's cached export (``paths.cache_dir``, exported and proven against the checkpoint on first
     use), on the same crops.
 (f) onnx_pipeline_ips: (c) with the ONNX Runtime engine, as ``backend=onnxruntime`` runs it, with the
-    export cache warm.
+    export cache warm; onnx_pipeline_fixed_s its fixed costs.
 (e) and (f) are null, with the reason, when the ONNX packages are missing or the export fails.
 
 (a), (b) and (e) run on the same decoded crops, held in memory, and their outputs are compared. Each
@@ -62,6 +64,16 @@ from .results.writer import ResultsWriter
 
 # Progress lines at most this often (and at the end of each pass), so a long bench is never silent.
 PROGRESS_EVERY_S = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineRun:
+    """One trainer.test: its MPJPE, the seconds of its test loop (every batch read, run, back-projected and
+    scored), and the rest of its wall time (trainer start, writing predictions.json and worst_cases.png)."""
+
+    mpjpe: float
+    loop_s: float
+    fixed_s: float
 
 
 class Progress:
@@ -134,13 +146,20 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     batch_size = settings.data.batch_size
     progress = Progress(count)
 
-    def pipeline(phase: str, evaluator: PoseEvaluator = module, run: EvalConfig = settings) -> float:
-        """One whole trainer.test; returns its MPJPE."""
+    def pipeline(phase: str, evaluator: PoseEvaluator = module, run: EvalConfig = settings) -> PipelineRun:
+        """One whole trainer.test: its MPJPE, its test loop's seconds and the rest of its wall time."""
         evaluator.tf32 = run.trainer.tf32
         writer = ResultsWriter(scratch, run_settings(run, None), inference_settings(run, evaluator.describe_backend()))
+        start = time.perf_counter()
         build_trainer(run, [writer, _PipelineProgress(progress, phase)]).test(evaluator, datamodule=datamodule, verbose=False)
+        wall = time.perf_counter() - start
         evaluator.tf32 = settings.trainer.tf32
-        return float(writer.results["metrics"]["mpjpe"])
+        loop = float(writer.results["throughput"]["seconds"])
+        return PipelineRun(float(writer.results["metrics"]["mpjpe"]), loop, wall - loop)
+
+    def best_pipeline(phase: str, **kwargs: Any) -> PipelineRun:
+        runs = [pipeline(phase, **kwargs) for _ in range(repeats)]
+        return PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs))
 
     pipeline("warm-up: first pipeline pass (crop cache)")
     images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
@@ -193,7 +212,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     inference_pass()
     eager_s = _best_time(eager_pass, repeats, device)
     inference_s = _best_time(inference_pass, repeats, device)
-    pipeline_s = _best_time(lambda: pipeline("(c) pipeline"), repeats, device)
+    piped = best_pipeline("(c) pipeline")
 
     def data_pass() -> None:
         done = 0
@@ -202,12 +221,12 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
             progress("(d) data path", done)
 
     data_s = _best_time(data_pass, repeats, device)
-    onnx = _onnx_rates(settings, module, datamodule, batches, fast, inference_s, device, timed_pass, pipeline)
-    mpjpe = pipeline("MPJPE pass")
+    onnx = _onnx_rates(settings, module, datamodule, batches, fast, piped.mpjpe, inference_s, device, timed_pass, pipeline, best_pipeline)
+    mpjpe = piped.mpjpe
     reduced_precision = not settings.trainer.precision.startswith("32") or settings.trainer.tf32
     if reduced_precision:
         exact = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, precision="32-true", tf32=False))
-        exact_mpjpe = pipeline("float32 MPJPE pass", run=exact)
+        exact_mpjpe = pipeline("float32 MPJPE pass", run=exact).mpjpe
     else:
         exact_mpjpe = mpjpe
     return {
@@ -217,10 +236,11 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         "num_images": count,
         "eager_fp32_ips": count / eager_s,
         "inference_ips": count / inference_s,
-        "pipeline_ips": count / pipeline_s,
+        "pipeline_ips": count / piped.loop_s,
+        "pipeline_fixed_s": piped.fixed_s,
         "data_ips": count / data_s,
         "inference_vs_eager": eager_s / inference_s,
-        "pipeline_vs_inference": inference_s / pipeline_s,
+        "pipeline_vs_inference": inference_s / piped.loop_s,
         "precision": settings.trainer.precision,
         "tf32": settings.trainer.tf32,
         "max_coord_diff_vs_eager": coord_diff,
@@ -232,16 +252,17 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
 
 
 def _onnx_rates(settings: EvalConfig, module: PoseEvaluator, datamodule: Any, batches: list[torch.Tensor],
-                reference: torch.Tensor, inference_s: float, device: torch.device,
+                reference: torch.Tensor, reference_mpjpe: float, inference_s: float, device: torch.device,
                 timed_pass: Callable[[str, Callable[[torch.Tensor], object]], Callable[[], None]],
-                pipeline: Callable[..., float]) -> dict[str, object]:  # fmt: skip
+                pipeline: Callable[..., PipelineRun], best_pipeline: Callable[..., PipelineRun]) -> dict[str, object]:  # fmt: skip
     """(e) and (f): the ONNX Runtime engine built as ``backend=onnxruntime`` builds it (the checkpoint's cached
     export, proven against it), timed on (b)'s crops and through a whole trainer.test.
 
-    ``reference`` is (b)'s output on the first batch and ``inference_s`` (b)'s best time, measured just before.
+    ``reference`` is (b)'s output on the first batch, ``reference_mpjpe`` (c)'s MPJPE and ``inference_s`` (b)'s best
+    time, measured just before.
     """
     missing = {"onnx_ips": None, "onnx_vs_inference": None, "onnx_max_coord_diff": None, "onnx_pipeline_ips": None,
-               "onnx_pipeline_vs_onnx": None}  # fmt: skip
+               "onnx_pipeline_vs_onnx": None, "onnx_pipeline_fixed_s": None, "onnx_mpjpe_change_vs_pytorch": None}  # fmt: skip
     onnx_settings = dataclasses.replace(settings, backend=Backend.onnxruntime)
     try:
         print("bench: exporting the checkpoint into the ONNX cache (or finding it there)", file=sys.stderr, flush=True)
@@ -261,12 +282,12 @@ def _onnx_rates(settings: EvalConfig, module: PoseEvaluator, datamodule: Any, ba
     onnx_pass()
     onnx_s = _best_time(onnx_pass, settings.bench.repeats, device)
     pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module, run=onnx_settings)
-    onnx_pipeline_s = _best_time(lambda: pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module, run=onnx_settings),
-                                 settings.bench.repeats, device)  # fmt: skip
+    piped = best_pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module, run=onnx_settings)
     count = sum(batch.shape[0] for batch in batches)
     onnx_info = onnx_module.onnx_info or {}
     return {"onnx_ips": count / onnx_s, "onnx_vs_inference": inference_s / onnx_s, "onnx_max_coord_diff": diff,
-            "onnx_pipeline_ips": count / onnx_pipeline_s, "onnx_pipeline_vs_onnx": onnx_s / onnx_pipeline_s,
+            "onnx_pipeline_ips": count / piped.loop_s, "onnx_pipeline_vs_onnx": onnx_s / piped.loop_s,
+            "onnx_pipeline_fixed_s": piped.fixed_s, "onnx_mpjpe_change_vs_pytorch": piped.mpjpe - reference_mpjpe,
             "onnx_provider": settings.onnx_provider.value, "onnx_export_cached": bool((onnx_info.get("cache") or {}).get("hit")),
             "onnx_source_verified": onnx_info.get("source_verified")}  # fmt: skip
 
@@ -291,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measurement':<44}{'images/s':>10}")
     print(f"{'(a) eager NCHW fp32, two forwards':<44}{result['eager_fp32_ips']:>10.2f}")
     print(f"{'(b) project inference settings':<44}{result['inference_ips']:>10.2f}   {result['inference_vs_eager']:.2f}x (a)")
-    print(f"{'(c) whole pipeline, crop cache warm':<44}{result['pipeline_ips']:>10.2f}   {result['pipeline_vs_inference']:.2f}x (b)")
+    print(f"{'(c) whole pipeline, crop cache warm':<44}{result['pipeline_ips']:>10.2f}   {result['pipeline_vs_inference']:.2f}x (b); "
+          f"plus {result['pipeline_fixed_s']:.2f} s a run")  # fmt: skip
     print(f"{'(d) data path alone, crop store warm':<44}{result['data_ips']:>10.2f}")
     if result["onnx_ips"] is not None:
         print(f"{'(e) ONNX Runtime (' + str(result['onnx_provider']) + '), same crops':<44}{result['onnx_ips']:>10.2f}   "
               f"{result['onnx_vs_inference']:.2f}x (b); max |coords - (b)| {result['onnx_max_coord_diff']:.1e}")  # fmt: skip
         print(f"{'(f) whole pipeline, ONNX Runtime':<44}{result['onnx_pipeline_ips']:>10.2f}   "
-              f"{result['onnx_pipeline_vs_onnx']:.2f}x (e), {result['onnx_pipeline_vs_eager']:.2f}x (a)")  # fmt: skip
+              f"{result['onnx_pipeline_vs_onnx']:.2f}x (e), {result['onnx_pipeline_vs_eager']:.2f}x (a); "
+              f"plus {result['onnx_pipeline_fixed_s']:.2f} s a run; MPJPE change vs (c) {result['onnx_mpjpe_change_vs_pytorch']:+.1e} mm")  # fmt: skip
     else:
         print(f"(e), (f) ONNX Runtime: not measured ({result['onnx_note']})")
     print(f"heatmap coordinates vs (a): max |diff| {result['max_coord_diff_vs_eager']:.2e}; MPJPE {result['mpjpe']:.2f} mm "

@@ -9,6 +9,7 @@ them into metrics and files.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import pytorch_lightning as pl
@@ -77,6 +78,8 @@ class PoseEvaluator(pl.LightningModule):
             self.arch = self._oracle_arch(self.known)
             return
         self.backend = build_forward(self.engine, self.source)
+        # The check crops come from a closure over this process's data: spawned ranks neither need nor can pickle it.
+        self.source = dataclasses.replace(self.source, check_crops=None)
         self.arch = self.backend.arch
         self.detected_variant = match_variant(self.arch, self.known)
 

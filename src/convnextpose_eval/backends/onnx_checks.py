@@ -43,7 +43,7 @@ def require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise BackendError(
-            f'the ONNX backend needs the package {module}, which is not installed: pip install -e ".[onnx]"'
+            f"the ONNX backend needs the package {module}, which is not installed: pip install onnx onnxruntime onnxscript"
         ) from None
 
 

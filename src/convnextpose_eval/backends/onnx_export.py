@@ -13,10 +13,11 @@ deprecated since torch 2.9, so it is not used. The example batch used for tracin
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,14 @@ class ExportReport:
 
 @contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter logs optional-package notes (torchvision ops, opset conversion) on every call."""
+    """The exporter logs optional-package notes (torchvision ops, opset conversion) on every call, and its
+    optimizer prints its passes on stdout, where a run's summary and a tool's JSON line go."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:
             logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             yield

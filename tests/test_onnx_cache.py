@@ -1,0 +1,150 @@
+"""The default CPU path end to end: each checkpoint exported once into the cache, shared by sweeps and DDP
+ranks, proven against the checkpoint before scoring, and scoring what PyTorch scores.
+
+``backend=auto`` (the default) runs ONNX Runtime on a CPU trainer. That default stands on the equality
+tested here and in ``test_onnx_eval.py``: on every variant and both protocols of the sample, totals
+equal the PyTorch engine's to 0.001 mm and per-action figures to 0.005 mm.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from cli import run_cli
+from conftest import VARIANTS
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+pytestmark = pytest.mark.slow
+
+METRICS = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe", "pck3d_150", "auc3d")
+TOTAL_MM, PER_ACTION_MM = 1e-3, 5e-3
+XS_P1 = ("experiment=demo", "variant=XS", "data.protocol=1")
+
+
+def read(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def root(eval_root_with_sample) -> Path:
+    return eval_root_with_sample("onnx_cache_root")
+
+
+@pytest.fixture(scope="module")
+def racing_runs(root) -> dict:
+    """A two-job sweep and a two-rank DDP run started together on one empty export cache (crop stores apart)."""
+    cache = root / "fresh_export_cache"
+    sweep, ddp = root / "sweep", root / "ddp"
+
+    def own_crops(name: str) -> tuple[str, ...]:
+        return (f"data.crop_cache_dir={root / name / 'crops'}", f"data.index_cache_dir={root / name / 'index'}")
+
+    commands = {
+        "sweep": ("-m", *XS_P1, "flip_test=true,false", f"paths.cache_dir={cache}", *own_crops("sweep_data"), f"hydra.sweep.dir={sweep}"),
+        "ddp": (*XS_P1, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", f"paths.cache_dir={cache}",
+                *own_crops("ddp_data"), f"hydra.run.dir={ddp}"),
+    }  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(commands, pool.map(lambda args: run_cli(root, *args, shared_exports=False), commands.values())))
+    for run in done.values():
+        assert run.returncode == 0, run.describe()
+    return {"cache": cache, "results": [read(sweep / "0_XS" / "results.json"), read(sweep / "1_XS" / "results.json"),
+                                        read(ddp / "results.json")]}  # fmt: skip
+
+
+def test_a_sweep_and_ddp_ranks_share_one_cached_export(racing_runs):
+    exports = sorted(p.name for p in (racing_runs["cache"] / "onnx").glob("*.onnx"))
+    assert len(exports) == 1 and exports[0].startswith("ConvNeXtPose_XS-"), exports
+    onnx = [results["inference"]["onnx"] for results in racing_runs["results"]]
+    assert all(results["inference"]["backend"] == "onnxruntime" for results in racing_runs["results"])
+    assert len({entry["path"] for entry in onnx}) == 1 and len({entry["sha256"] for entry in onnx}) == 1
+    # Whoever took the lock first exported; everyone else waited for it and reused the file.
+    assert sorted(entry["cache"]["hit"] for entry in onnx) == [False, True, True]
+    assert all(entry["source_verified"] is True for entry in onnx)
+    ddp = racing_runs["results"][2]
+    assert ddp["throughput"]["devices"] == 2 and ddp["num_samples"] == 23
+    assert ddp["checkpoint"]["sha256"] == onnx[2]["verification"]["checkpoint_sha256"] == onnx[2]["source_checkpoint_sha256"]
+
+
+@pytest.fixture(scope="module")
+def p2_sweep(root) -> dict[tuple[str, str], dict]:
+    """The demo sweep on protocol 2 through the PyTorch engine and through the default (ONNX Runtime on this
+    CPU), as one sweep: (variant, engine) -> results.json."""
+    sweep = root / "p2"
+    done = run_cli(root, "-m", "experiment=demo", "data.protocol=2", "backend=pytorch,auto", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.describe()
+    runs = [read(path) for path in sorted(sweep.glob("*/results.json"))]
+    return {(run["variant"], run["inference"]["backend"]): run for run in runs}
+
+
+def test_the_default_cpu_path_scores_every_variant_as_pytorch_on_protocol_2(p2_sweep):
+    assert len(p2_sweep) == 8
+    for variant in VARIANTS:
+        ours, torch_run = p2_sweep[(variant, "onnxruntime")], p2_sweep[(variant, "pytorch")]
+        assert ours["inference"]["onnx"]["source_verified"] is True
+        assert ours["checkpoint"]["sha256"] == torch_run["checkpoint"]["sha256"]
+        assert ours["num_samples"] == torch_run["num_samples"] == 49
+        for name in METRICS:
+            assert abs(ours["metrics"][name] - torch_run["metrics"][name]) < TOTAL_MM, (variant, name)
+        for action, scores in ours["per_action"].items():
+            for name in METRICS:
+                assert abs(scores[name] - torch_run["per_action"][action][name]) < PER_ACTION_MM, (variant, action, name)
+        assert ours["model"]["params"] == torch_run["model"]["params"]
+
+
+def _hand_made_from(real: Path, out: Path) -> Path:
+    """A graph with no network in it (mean of the image, tiled, plus a constant) carrying a real export's metadata."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(real)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Reshape", ["mean", "shape"], ["column"]),
+            helper.make_node("Tile", ["column", "repeats"], ["tiled"]),
+            helper.make_node("Add", ["tiled", "offset"], ["coords"]),
+        ],
+        "not_a_network",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, 256, 256])],
+        [helper.make_tensor_value_info("coords", onnx.TensorProto.FLOAT, ["batch", 18, 3])],
+        [
+            numpy_helper.from_array(np.array([-1, 1, 1], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([1, 18, 3], dtype=np.int64), "repeats"),
+            numpy_helper.from_array(np.random.default_rng(0).uniform(5, 25, (18, 3)).astype(np.float32), "offset"),
+        ],
+    )
+    fake = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(fake, {p.key: p.value for p in model.metadata_props})
+    onnx.save(fake, out)
+    return out
+
+
+def test_a_hand_made_graph_is_refused_with_its_checkpoint_and_marked_unverified_without(racing_runs, root):
+    real = next((racing_runs["cache"] / "onnx").glob("*.onnx"))
+    fake = _hand_made_from(real, root / "hand_made.onnx")
+    ckpt = root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_XS.tar"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        refused, scored = pool.map(
+            lambda args: run_cli(root, *args),
+            [(*XS_P1, f"onnx_path={fake}", f"ckpt_path={ckpt}", f"hydra.run.dir={root / 'refused'}"),
+             (*XS_P1, f"onnx_path={fake}", f"hydra.run.dir={root / 'unverified'}")],
+        )  # fmt: skip
+    assert refused.returncode == 2 and len(refused.error_lines) == 1 and "Traceback" not in refused.stderr, refused.describe()
+    line = refused.error_lines[0]
+    assert str(fake) in line and "does not compute the network of" in line and str(ckpt.resolve()) in line, line
+    assert not (root / "refused" / "results.json").exists()
+    assert scored.returncode == 0, scored.describe()
+    results = read(root / "unverified" / "results.json")
+    onnx = results["inference"]["onnx"]
+    assert onnx["source_verified"] is False and results["checkpoint"] is None
+    assert results["model"]["params"] == onnx["stored_params"] == 18 * 3  # the constant; shapes are int64
+    assert "not checked against a checkpoint" in scored.stdout

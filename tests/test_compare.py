@@ -219,3 +219,41 @@ def test_module_entry_point(tmp_path, two_runs):
     assert json.loads(done.stdout.strip().splitlines()[-1])["num_common"] == 400
     helped = run_cli(None, "--help", module="convnextpose_eval.compare")
     assert helped.returncode == 0 and "--md" in helped.stdout and "bootstrap" in helped.stdout
+
+
+@pytest.mark.slow
+def test_each_images_figures_average_to_the_run_totals(demo_sweep_p1):
+    """The per-image figures a run writes are the terms of its results.json means: overall, per group, per joint."""
+    for job in ("0_XS", "1_S", "2_M", "3_L"):
+        results = json.loads((demo_sweep_p1 / job / "results.json").read_text())
+        images = json.loads((demo_sweep_p1 / job / "predictions.json").read_text())
+        assert len(images) == results["num_samples"] == 23
+        for name in METRICS:
+            assert np.mean([image[name] for image in images]) == pytest.approx(results["metrics"][name], rel=1e-12), (job, name)
+        for block, key in (("per_action", "action"), ("per_subject", "subject")):
+            for group, figures in results[block].items():
+                members = [image for image in images if image[key] == group]
+                assert len(members) == figures["num_samples"], (job, group)
+                for name in METRICS:
+                    if members:
+                        assert np.mean([image[name] for image in members]) == pytest.approx(figures[name], rel=1e-12), (job, group, name)
+                    else:
+                        assert figures[name] is None
+        joints = np.mean([image["joint_mpjpe"] for image in images], axis=0)
+        assert joints.tolist() == pytest.approx([results["per_joint"][name]["mpjpe"] for name in EVAL_JOINT_NAMES], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_compare_two_real_runs(demo_sweep_p1):
+    run_a, run_b = demo_sweep_p1 / "0_XS", demo_sweep_p1 / "3_L"
+    done = run_cli(None, str(run_a), str(run_b), "--json", module="convnextpose_eval.compare")
+    assert done.returncode == 0, done.describe()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    results_a, results_b = (json.loads((run / "results.json").read_text()) for run in (run_a, run_b))
+    assert result["num_common"] == 23
+    for name in ("mpjpe", "pa_mpjpe"):
+        entry = result["metrics"][name]
+        assert entry["difference"] == results_b["metrics"][name] - results_a["metrics"][name]
+        low, high = entry["ci95"]
+        assert low < entry["difference"] < high
+    assert "ConvNeXtPose-XS" in done.stdout and "ConvNeXtPose-L" in done.stdout and "SYNTHETIC SAMPLE" in done.stdout

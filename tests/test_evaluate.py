@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from cli import run_cli, start_cli, wait_for
+from tracking_readers import csv_logged, expected_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -73,14 +75,18 @@ def test_single_run_counts_every_image_once(env_root, single_xs):
 
 def test_ddp_two_processes_equal_one_process(env_root, single_xs):
     out = env_root / "ddp_xs"
-    done = run_cli(env_root, *XS_P1, *DDP, f"hydra.run.dir={out}")
+    done = run_cli(env_root, *XS_P1, *DDP, "logger=csv", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.describe()
     results = read(out / "results.json")
     assert results["throughput"]["devices"] == 2
     assert_same_scores(results, single_xs, tol=1e-4)
+    # Tracked once, by rank 0, into the folder the launching process named: one CSV file with one row.
+    logged, folder = csv_logged(out)
+    assert logged == expected_metrics(results) and folder == out / "csv" / "version_0"
+    assert yaml.safe_load((folder / "hparams.yaml").read_text())["trainer"]["strategy"] == "ddp"
     predictions = read(out / "predictions.json")
     assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(env_root / "single_xs" / "predictions.json")]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["csv", "predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -20,16 +20,16 @@ from pytorch_lightning.loggers import Logger
 from .config.compose import as_plain
 from .config.schema import EvalConfig, LoggerConfig, LoggerKind
 from .errors import ConfigError, EvalError, one_line
-from .results.files import RESULTS_FILE, WORST_CASES_PNG
+from .results.files import MLFLOW_STORE_DIR, RESULTS_FILE, WORST_CASES_PNG
 from .results.writer import ResultsWriter
 
 log = logging.getLogger(__name__)
 
 METRIC_PREFIX = "test"
-# The default MLflow store: a SQLite file and an artifact folder beside it (MLflow's recommended local store;
-# its plain-folder store is in maintenance mode and refused by MLflow 3 without an opt-in).
+# The default MLflow store, in MLFLOW_STORE_DIR: a SQLite file and the artifacts beside it (MLflow's recommended
+# local store; its plain-folder store is in maintenance mode and refused by MLflow 3 without an opt-in).
 MLFLOW_DATABASE = "mlflow.db"
-MLFLOW_ARTIFACTS = "mlartifacts"
+MLFLOW_ARTIFACTS = "artifacts"
 _INSTALL = {
     LoggerKind.tensorboard: ("tensorboard", "pip install tensorboard"),
     LoggerKind.mlflow: ("mlflow", "pip install mlflow-skinny sqlalchemy alembic"),
@@ -108,7 +108,7 @@ def _sweep_folder() -> Path | None:
 
 def default_mlflow_store(output_dir: Path) -> tuple[str, str]:
     """(tracking URI, artifact location) of the local store: in the sweep folder for a sweep's jobs, else the run's."""
-    folder = (_sweep_folder() or output_dir).resolve()
+    folder = (_sweep_folder() or output_dir).resolve() / MLFLOW_STORE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / MLFLOW_DATABASE}", (folder / MLFLOW_ARTIFACTS).as_uri()
 

@@ -180,7 +180,7 @@ class LoggerConfig:
     name: LoggerKind = LoggerKind.none
     # csv, tensorboard: the folder their versioned logs go under (<save_dir>/<name>/version_N); null: the run folder.
     save_dir: Optional[Path] = None
-    # mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else SQLite in the run (or sweep) folder.
+    # mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else <run or sweep folder>/mlflow/mlflow.db.
     tracking_uri: Optional[str] = None
     # mlflow: the experiment the runs are filed under.
     experiment_name: str = "convnextpose-eval"

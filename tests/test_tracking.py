@@ -94,3 +94,17 @@ def test_an_unreachable_mlflow_store_is_refused_in_one_line(tmp_path):
         build_logger(LoggerConfig(name=LoggerKind.mlflow, tracking_uri=uri), tmp_path / "run")
     message = str(refused.value)
     assert message.startswith(f"logger.tracking_uri={uri}: MLflow cannot open it") and "\n" not in message
+
+
+def test_a_missing_tracking_library_is_one_line_with_its_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
+    from convnextpose_eval.errors import ConfigError
+    from convnextpose_eval.tracking import build_logger
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^logger=tensorboard needs tensorboard, which is not installed; run: pip install tensorboard$"):
+        build_logger(LoggerConfig(name=LoggerKind.tensorboard), tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -235,7 +235,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool)
         return lines + ["| " + " | ".join(row) + " |" for row in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths)))
+        return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
     return [line(header), "  ".join("-" * width for width in widths), *(line(row) for row in rows)]
 
 

@@ -212,11 +212,12 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
 
     Returns the results in the launching process, None on the other ranks of an external launch.
     """
+    tracker = RunTracker(settings, output_dir)
     module = build_evaluator(settings)
     writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
                            inference_settings(settings, module.onnx_info))  # fmt: skip
     datamodule = build_datamodule(settings, module.arch.input_size)
-    trainer = build_trainer(settings, [writer, RunTracker(settings, output_dir, writer)])
+    trainer = build_trainer(settings, [writer, tracker])
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped

@@ -2,7 +2,8 @@
 
 The trainer gets the logger; :class:`RunTracker`, a callback placed after the results writer, sends it the
 run's config, every figure of results.json (under a name that contains its results.json key) and the
-pictures, once, from global rank 0, after the files are written. The tracking libraries are imported only
+pictures, once, from global rank 0, after the files are written. It is made before the checkpoint and the
+data are read, so a store that cannot be opened stops the run first. The tracking libraries are imported only
 when their logger is asked for, so the command line starts as fast without them.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import Logger
 
 from .config.compose import as_plain
@@ -30,10 +32,13 @@ METRIC_PREFIX = "test"
 # local store; its plain-folder store is in maintenance mode and refused by MLflow 3 without an opt-in).
 MLFLOW_DATABASE = "mlflow.db"
 MLFLOW_ARTIFACTS = "artifacts"
+# What each logger imports, and the install line for it (the ``tracking`` extra holds the same).
 _INSTALL = {
-    LoggerKind.tensorboard: ("tensorboard", "pip install tensorboard"),
-    LoggerKind.mlflow: ("mlflow", "pip install mlflow-skinny sqlalchemy alembic"),
+    LoggerKind.tensorboard: (("tensorboard",), "pip install tensorboard"),
+    LoggerKind.mlflow: (("mlflow",), "pip install mlflow-skinny sqlalchemy alembic"),
 }
+# A SQLite store (the default) also needs these.
+_SQLITE_MODULES = ("sqlalchemy", "alembic")
 # Blocks of results.json whose entries each hold figures: {key: {metric: value}}.
 _GROUPED = ("per_action", "per_subject", "per_joint")
 
@@ -86,13 +91,15 @@ def _strings(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def _require(kind: LoggerKind) -> None:
-    """The library a logger needs, or one line saying how to install it (before any data is read)."""
+def _require(kind: LoggerKind, extra: Sequence[str] = ()) -> None:
+    """The libraries a logger needs, or one line saying how to install them."""
     import importlib.util
 
-    module, install = _INSTALL.get(kind, (None, None))
-    if module is not None and importlib.util.find_spec(module) is None:
-        raise ConfigError(f"logger={kind.value} needs the {module} package, which is not installed; run: {install}")
+    modules, install = _INSTALL[kind]
+    missing = [module for module in (*modules, *extra) if importlib.util.find_spec(module) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"logger={kind.value} needs {', '.join(missing)}, which {verb} not installed; run: {install}")
 
 
 def _sweep_folder() -> Path | None:
@@ -118,19 +125,20 @@ def build_logger(settings: LoggerConfig, output_dir: Path) -> Logger | None:
     kind = settings.name
     if kind is LoggerKind.none:
         return None
-    _require(kind)
+    if kind is not LoggerKind.csv:
+        _require(kind)
     run_name = settings.run_name or output_dir.name
     save_dir = str(settings.save_dir or output_dir)
     if kind is LoggerKind.csv:
         from pytorch_lightning.loggers import CSVLogger
 
         logger: Logger = CSVLogger(save_dir, name="csv")
-        where = f"{logger.log_dir}"
+        where = str(logger.log_dir)
     elif kind is LoggerKind.tensorboard:
         from pytorch_lightning.loggers import TensorBoardLogger
 
         logger = TensorBoardLogger(save_dir, name="tensorboard", default_hp_metric=False)
-        where = f"{logger.log_dir}"
+        where = str(logger.log_dir)
     else:
         from pytorch_lightning.loggers import MLFlowLogger
 
@@ -139,10 +147,13 @@ def build_logger(settings: LoggerConfig, output_dir: Path) -> Logger | None:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        if uri is None or uri.startswith("sqlite:"):
+            _require(kind, _SQLITE_MODULES)
         artifacts = None
         if uri is None:
             uri, artifacts = default_mlflow_store(output_dir)
-        _open_experiment(uri, settings.experiment_name, artifacts)
+        if rank_zero_only.rank == 0:  # ranks started by torchrun or srun each get here; only rank 0 logs
+            _open_experiment(uri, settings.experiment_name, artifacts)
         logger = MLFlowLogger(experiment_name=settings.experiment_name, run_name=run_name, tracking_uri=uri,
                               artifact_location=artifacts)  # fmt: skip
         where = f"{uri}, experiment {settings.experiment_name}, run {run_name}"
@@ -166,16 +177,18 @@ def _open_experiment(uri: str, name: str, artifact_location: str | None) -> None
 class RunTracker(pl.Callback):
     """Hands the finished run to the trainer's logger: parameters, every figure, the pictures. Rank 0 only."""
 
-    def __init__(self, settings: EvalConfig, output_dir: Path, writer: ResultsWriter) -> None:
+    def __init__(self, settings: EvalConfig, output_dir: Path) -> None:
         self.kind = settings.logger.name
         self.output_dir = Path(output_dir)
-        self.writer = writer
         self.config = _strings(as_plain(settings))
         self.logger = build_logger(settings.logger, self.output_dir)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        results = self.writer.results
-        if not trainer.is_global_zero or results is None or self.logger is None:
+        if not trainer.is_global_zero or self.logger is None:
+            return
+        writers = [callback for callback in trainer.callbacks if isinstance(callback, ResultsWriter)]
+        results = writers[0].results if writers else None
+        if results is None:
             return
         try:
             params, metrics = tracked_params(self.config, results), tracked_metrics(results)
@@ -187,7 +200,7 @@ class RunTracker(pl.Callback):
             else:
                 self.logger.log_hyperparams(params)
                 self.logger.log_metrics(metrics, step=0)
-            self._log_pictures(results)
+            self._log_files_and_tags(results)
             self.logger.save()
         except EvalError:
             raise
@@ -195,7 +208,8 @@ class RunTracker(pl.Callback):
             raise EvalError(f"logger={self.kind.value}: could not log the run ({one_line(exc)}); "
                             f"its files in {self.output_dir} are complete") from None  # fmt: skip
 
-    def _log_pictures(self, results: dict[str, Any]) -> None:
+    def _log_files_and_tags(self, results: dict[str, Any]) -> None:
+        """MLflow: results.json and the picture as artifacts, and tags to filter runs by; TensorBoard: the picture."""
         picture = self.output_dir / WORST_CASES_PNG
         if self.kind is LoggerKind.mlflow:
             client, run_id = self.logger.experiment, self.logger.run_id

@@ -56,7 +56,7 @@ def test_tensorboard_logs_scalars_hyperparameters_and_the_picture(eval_root_with
 
     root = eval_root_with_sample("tensorboard")
     run_dir = root / "run"
-    done = run_cli(root, "experiment=demo", "variant=XS", "data.protocol=1", "logger=tensorboard", f"hydra.run.dir={run_dir}")
+    done = run_cli(root, "experiment=demo", "variant=XS", "data.protocol=1", "flip_test=false", "logger=tensorboard", f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.describe()
     results = read_results(run_dir)
     logs = run_dir / "tensorboard" / "version_0"

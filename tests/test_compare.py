@@ -162,6 +162,19 @@ def test_lists_the_actions_and_joints_that_changed_most(capsys, tmp_path):
     assert joints.split()[0] == "L_Wrist" and joints.split()[3] == "-40.00"
 
 
+def test_later_runs_are_each_compared_with_the_first(capsys, tmp_path, two_runs):
+    run_a, run_b = two_runs
+    base = json.loads((run_a / "predictions.json").read_text())
+    run_c = write_run(tmp_path / "c", shifted(base, seed=9, mean=5.0))
+    assert main([str(run_a), str(run_b), str(run_c), "--json"]) == 0
+    out = capsys.readouterr().out
+    comparisons = json.loads(out.strip().splitlines()[-1])["comparisons"]
+    assert [(c["a"], c["b"]) for c in comparisons] == [(str(run_a), str(run_b)), (str(run_a), str(run_c))]
+    results_a, results_c = (json.loads((run / "results.json").read_text()) for run in (run_a, run_c))
+    assert comparisons[1]["metrics"]["mpjpe"]["difference"] == results_c["metrics"]["mpjpe"] - results_a["metrics"]["mpjpe"]
+    assert out.count("test images both runs scored") == 2
+
+
 def test_markdown_tables(capsys, two_runs):
     assert main([str(run) for run in two_runs] + ["--md"]) == 0
     lines = capsys.readouterr().out.splitlines()

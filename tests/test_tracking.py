@@ -108,3 +108,20 @@ def test_a_missing_tracking_library_is_one_line_with_its_install(monkeypatch, tm
     with pytest.raises(ConfigError, match=r"^logger=tensorboard needs tensorboard, which is not installed; run: pip install tensorboard$"):
         build_logger(LoggerConfig(name=LoggerKind.tensorboard), tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "csv", "tracking_uri": "http://localhost:5000"}, "logger.tracking_uri is MLflow's setting, but logger=csv"),
+        ({"name": "mlflow", "save_dir": Path("elsewhere")}, "logger.save_dir is for logger=csv or tensorboard, not logger=mlflow"),
+    ],
+)
+def test_a_setting_of_another_logger_is_refused(tmp_path, fields, message):
+    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
+    from convnextpose_eval.errors import ConfigError
+    from convnextpose_eval.tracking import build_logger
+
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        build_logger(LoggerConfig(**{**fields, "name": LoggerKind[fields["name"]]}), tmp_path)
+    assert not list(tmp_path.iterdir())

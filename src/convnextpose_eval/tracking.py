@@ -123,6 +123,11 @@ def default_mlflow_store(output_dir: Path) -> tuple[str, str]:
 def build_logger(settings: LoggerConfig, output_dir: Path) -> Logger | None:
     """The Lightning logger ``settings`` ask for, its version fixed here so spawned ranks agree on its folder."""
     kind = settings.name
+    if settings.tracking_uri is not None and kind is not LoggerKind.mlflow:
+        raise ConfigError(f"logger.tracking_uri is MLflow's setting, but logger={kind.value}; use logger=mlflow or drop it")
+    if settings.save_dir is not None and kind not in (LoggerKind.csv, LoggerKind.tensorboard):
+        raise ConfigError(f"logger.save_dir is for logger=csv or tensorboard, not logger={kind.value}"
+                          + ("; MLflow's store is set with logger.tracking_uri" if kind is LoggerKind.mlflow else ""))  # fmt: skip
     if kind is LoggerKind.none:
         return None
     if kind is not LoggerKind.csv:

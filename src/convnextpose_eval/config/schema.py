@@ -184,7 +184,7 @@ class LoggerConfig:
     tracking_uri: Optional[str] = None
     # mlflow: the experiment the runs are filed under.
     experiment_name: str = "convnextpose-eval"
-    # The run's name in the logger; null: the run folder's name.
+    # mlflow: the run's name; null: the run folder's name.
     run_name: Optional[str] = None
 
 

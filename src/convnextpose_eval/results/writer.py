@@ -81,8 +81,7 @@ class ResultsWriter(pl.Callback):
                                "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i],
                                "action": ACTION_NAMES[columns["action"][i]], "subject": f"S{columns['subject'][i]}",
                                **scores, "joint_mpjpe": joint_mpjpe[i],
-                               _PRIVATE: {"action": columns["action"][i], "pred_xy": columns["pred_xy"][i],
-                                          "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
+                               _PRIVATE: {"pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scores = self._scores()
@@ -167,6 +166,6 @@ def _worst_cases(rows: list[dict[str, Any]], trainer: pl.Trainer) -> list[WorstC
         extra = row[_PRIVATE]
         crop = dataset[row["index"]]["image"].permute(1, 2, 0).numpy()
         cases.append(WorstCase(crop=crop, pred_xy=np.asarray(extra["pred_xy"]), gt_xy=np.asarray(extra["gt_xy"]),
-                               image_id=int(row["image_id"]), action=ACTION_NAMES[extra["action"]],
+                               image_id=int(row["image_id"]), action=row["action"],
                                error_mm=float(row["mpjpe"])))  # fmt: skip
     return cases

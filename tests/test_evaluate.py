@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from cli import run_cli, start_cli, wait_for
-from tracking_readers import csv_logged, expected_metrics
+from tracking_readers import assert_tensorboard_matches, csv_logged, expected_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +55,10 @@ def assert_same_scores(a: dict, b: dict, tol: float) -> None:
 
 @pytest.fixture(scope="module")
 def single_xs(env_root) -> dict:
-    """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process."""
+    """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process,
+    tracked with TensorBoard."""
     out = env_root / "single_xs"
-    done = run_cli(env_root, *XS_P1, f"hydra.run.dir={out}")
+    done = run_cli(env_root, *XS_P1, "logger=tensorboard", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.describe()
     return read(out / "results.json")
 
@@ -71,6 +72,10 @@ def test_single_run_counts_every_image_once(env_root, single_xs):
     # The defaults are the exact float32 path (REFERENCE.md section 7: no TF32).
     assert {k: single_xs["inference"][k] for k in ("precision", "tf32", "backend")} == {"precision": "32-true", "tf32": False, "backend": "pytorch"}
     assert all(len(p["joint_cam"]) == 17 for p in predictions)
+
+
+def test_single_run_is_tracked_in_tensorboard(env_root, single_xs):
+    assert_tensorboard_matches(env_root / "single_xs")
 
 
 def test_ddp_two_processes_equal_one_process(env_root, single_xs):

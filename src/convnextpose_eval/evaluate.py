@@ -32,6 +32,7 @@ from .results.writer import ResultsWriter
 from .run_folder import RunFolder
 from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
+from .tracking import RunTracker, trainer_logger
 
 log = logging.getLogger("convnextpose_eval")
 
@@ -105,7 +106,7 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trai
         num_nodes=trainer_cfg.num_nodes,
         strategy=strategy,
         precision=trainer_cfg.precision,
-        logger=False,
+        logger=trainer_logger(callbacks),
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -267,6 +268,7 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
 
     Returns the results in the launching process, None on the other ranks of an external launch.
     """
+    tracker = RunTracker(settings, output_dir)
     datamodules: dict[int, H36MDataModule] = {}
 
     def datamodule_for(input_size: int) -> H36MDataModule:
@@ -278,7 +280,7 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
     writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
                            inference_settings(settings, module.describe_backend()))  # fmt: skip
     datamodule = datamodule_for(module.arch.input_size)
-    trainer = build_trainer(settings, [writer])
+    trainer = build_trainer(settings, [writer, tracker])
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped

@@ -1,4 +1,5 @@
-"""Our figures next to the paper's: which metric each protocol reports, the difference and its tolerance band.
+"""Our figures next to the paper's: which metric each protocol reports, the difference and its tolerance band,
+and the warnings a result that is not the model's accuracy must carry.
 
 Part of every run's results (``results.json``'s ``comparison``); the reports read it from here.
 """
@@ -13,6 +14,9 @@ HEADLINE_METRIC: dict[int, str] = {1: "pa_mpjpe", 2: "mpjpe"}
 PAPER_KEY: dict[int, str] = {1: "pa_mpjpe_p1", 2: "mpjpe_p2"}
 # The band for a difference no configured band covers.
 FALLBACK_BAND = "review"
+# What a result that is not the model's accuracy on Human3.6M must say wherever it is shown.
+SYNTHETIC_WARNING = "SYNTHETIC SAMPLE, NOT Human3.6M: these numbers say nothing about the model's accuracy"
+ORACLE_WARNING = "ORACLE: predictions were taken from the ground truth (install check), not from the model"
 
 
 def tolerance_band(diff: float, bands: Sequence[tuple[float, str]]) -> str:

@@ -78,7 +78,7 @@ def p2_sweep(root) -> dict[tuple[str, str], dict]:
     """The demo sweep on protocol 2 through the PyTorch engine and through the default (ONNX Runtime on this
     CPU), as one sweep: (variant, engine) -> results.json."""
     sweep = root / "p2"
-    done = run_cli(root, "-m", "experiment=demo", "data.protocol=2", "backend=pytorch,auto", f"hydra.sweep.dir={sweep}")
+    done = run_cli(root, "-m", "experiment=demo", "data.protocol=2", "backend=pytorch,auto", f"hydra.sweep.dir={sweep}", timeout=1800)
     assert done.returncode == 0, done.describe()
     runs = [read(path) for path in sorted(sweep.glob("*/results.json"))]
     return {(run["variant"], run["inference"]["backend"]): run for run in runs}

@@ -72,7 +72,7 @@ class ExportReport:
 def _quiet_exporter() -> Iterator[None]:
     """The exporter logs optional-package notes (torchvision ops, opset conversion) on every call, and its
     optimizer prints its passes on stdout, where a run's summary and a tool's JSON line go."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:

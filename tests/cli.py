@@ -87,7 +87,10 @@ def share_exports(root: Path | None, args: tuple[str, ...]) -> None:
         return
     SHARED_EXPORTS.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(SHARED_EXPORTS, target_is_directory=True)
+    try:
+        link.symlink_to(SHARED_EXPORTS, target_is_directory=True)
+    except FileExistsError:
+        pass  # a run started beside this one (another thread of the test) linked it first
 
 
 def cli_command(*args: str, module: str | None = None) -> list[str]:

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint.fetch import locate_checkpoint
+from .cluster import Launch, Launcher, check_launch, detect_launch
 from .config.checks import checked_config
 from .config.compose import as_plain, variant_table
 from .config.schema import Accelerator, Backend, EvalConfig, Strategy
@@ -26,6 +28,7 @@ from .report.summary import format_summary, oracle_verdict
 from .results.files import FAILURE_FILE, RESULTS_FILE
 from .results.records import TOOL_NAME, InferenceSettings, RunSettings
 from .results.writer import ResultsWriter
+from .resume import config_digest, kept_results
 from .run_folder import RunFolder
 from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
@@ -53,21 +56,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Printed wherever an srun binary exists (every SLURM login node); this tool starts or finds its ranks itself.
+    warnings.filterwarnings("ignore", message=".*srun.*command is available.*")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
-
-
-def _externally_launched() -> bool:
-    """True when a cluster launcher (torchrun, SLURM's srun, LSF, MPI) already started one process per rank."""
-    from lightning_fabric.plugins.environments import (
-        LSFEnvironment,
-        MPIEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
-
-    return any(env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment)) or (
-        "OMPI_COMM_WORLD_SIZE" in os.environ and MPIEnvironment.detect()
-    )
 
 
 def uses_gpu(settings: EvalConfig) -> bool:
@@ -77,30 +68,46 @@ def uses_gpu(settings: EvalConfig) -> bool:
     return torch.cuda.is_available() and settings.trainer.accelerator in (Accelerator.gpu, Accelerator.cuda, Accelerator.auto)
 
 
-def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: Launch | None = None) -> pl.Trainer:
     """A test-only Trainer. ``ddp`` launched from a plain shell uses spawned processes.
 
     Lightning's default DDP launcher re-runs ``sys.argv`` for each extra rank; under Hydra that re-runs a
     ``-m`` sweep in every child and puts them in the wrong folder. Spawning starts the ranks from this
-    process instead, so a single run and a sweep job behave the same; under torchrun or SLURM the ranks exist.
+    process instead, so a single run and a sweep job behave the same. Under torchrun or srun the ranks
+    exist: their count must match ``devices x num_nodes`` (:func:`check_launch`), and the cluster
+    environment is named explicitly rather than left to Lightning's guess (which ignores srun steps whose
+    job is called ``bash``). Every rank gives up after ``trainer.timeout_s`` waiting for the others.
     """
     import torch
 
+    launch = launch or detect_launch()
     trainer_cfg = settings.trainer
     accelerator = trainer_cfg.accelerator.value
     if trainer_cfg.accelerator in (Accelerator.gpu, Accelerator.cuda) and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible (torch {torch.__version__}, {build}); use trainer=cpu")
+    check_launch(launch, trainer_cfg.devices, trainer_cfg.num_nodes)
     strategy: Any = trainer_cfg.strategy.value
-    if trainer_cfg.strategy is Strategy.ddp and not _externally_launched():
+    plugins: list[Any] = []
+    if trainer_cfg.strategy is Strategy.ddp:
         from pytorch_lightning.strategies import DDPStrategy
 
-        strategy = DDPStrategy(start_method="spawn")
+        timeout = timedelta(seconds=trainer_cfg.timeout_s)
+        strategy = DDPStrategy(timeout=timeout) if launch.external else DDPStrategy(start_method="spawn", timeout=timeout)
+    if launch.launcher is Launcher.srun:
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    elif launch.launcher is Launcher.torchrun:
+        from lightning_fabric.plugins.environments import TorchElasticEnvironment
+
+        plugins.append(TorchElasticEnvironment())
     return pl.Trainer(
         accelerator=accelerator,
         devices=trainer_cfg.devices,
         num_nodes=trainer_cfg.num_nodes,
         strategy=strategy,
+        plugins=plugins or None,
         precision=trainer_cfg.precision,
         logger=False,
         callbacks=callbacks,
@@ -171,7 +178,7 @@ def build_datamodule(settings: EvalConfig, input_size: int) -> H36MDataModule:
     return datamodule
 
 
-def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSettings:
+def run_settings(settings: EvalConfig, detected_variant: str | None, config_sha256: str | None = None) -> RunSettings:
     """What results.json records of the request. With ``variant=auto`` the detected variant names the run
     and brings its paper figures, so an auto run is compared with the paper like a named one."""
     name = settings.variant.name
@@ -191,6 +198,7 @@ def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSetti
         bands=tuple((float(limit), str(label)) for limit, label in settings.report.tolerance_bands),
         skip_corrupt_s9=data.skip_corrupt_s9,
         dropped_sequences=tuple(data.corrupt_s9_sequences) if data.skip_corrupt_s9 else (),
+        config_sha256=config_sha256,
     )
 
 
@@ -206,13 +214,14 @@ def inference_settings(settings: EvalConfig, onnx: dict[str, Any] | None = None)
     )
 
 
-def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
+def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None = None) -> dict[str, Any] | None:
     """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure.
 
     Returns the results in the launching process, None on the other ranks of an external launch.
+    ``config_sha256`` (the composed config's digest) is recorded for ``sweep.resume``.
     """
     module = build_evaluator(settings)
-    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
+    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant, config_sha256),
                            inference_settings(settings, module.onnx_info))  # fmt: skip
     datamodule = build_datamodule(settings, module.arch.input_size)
     trainer = build_trainer(settings, [writer])
@@ -250,12 +259,29 @@ def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
         pass  # the sweep report lists a job folder without results as failed anyway
 
 
+def _distributed_failure(exc: BaseException, settings: EvalConfig | None) -> str | None:
+    """One line for a collective that timed out or lost a peer: another rank failed, was killed or never joined."""
+    import torch.distributed as dist
+
+    text = one_line(exc)
+    lost = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "socket", "peer")
+    if not (isinstance(exc, dist.DistError) or any(word in text.lower() for word in lost)):
+        return None
+    limit = f"trainer.timeout_s={settings.trainer.timeout_s}" if settings else "trainer.timeout_s"
+    return f"another rank failed, was killed or did not answer within {limit} s ({text})"
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     """Hydra task: check, evaluate, print the summary; on failure print one line and exit non-zero.
 
-    Inside a ``-m`` sweep an ordinary failure is recorded in ``failure.json`` and the sweep goes on, so
-    the report lists it. SIGTERM or SIGINT stops a run or a whole sweep: the job is recorded as failed,
-    a sweep writes its report of the jobs so far, and the exit status is 128 + the signal number.
+    Inside a ``-m`` sweep run by Hydra's own launcher an ordinary failure is recorded in ``failure.json``
+    and the sweep goes on, so the report lists it; a job of the submitit launcher is a process (a SLURM
+    job) of its own and exits non-zero, so SLURM and submitit see it failed too. SIGTERM, SIGINT or
+    SIGUSR2 (SLURM's warning before the time limit) stops a run or a whole sweep: the job is recorded as
+    failed, a sweep writes its report of the jobs so far, and the exit status is 128 + the signal number.
+
+    Only global rank 0 of a torchrun or srun launch locks, clears and writes the run folder; the other
+    ranks print their one line and exit non-zero without touching it.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -264,33 +290,60 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    job_is_process = "SUBMITIT_FOLDER" in os.environ  # set by submitit in the process running a launcher job
+    launch = detect_launch()
+    owner = launch.rank == 0
+    who = "" if launch.world_size == 1 else f"rank {launch.rank} of {launch.world_size}: "
     variant = str(cfg.variant.name)
     folder = RunFolder(output_dir)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    settings: EvalConfig | None = None
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
     try:
         try:
             settings = checked_config(cfg)
-            folder.acquire()
-            folder.clear_previous_results()
-            results = evaluate(settings, output_dir)
+            check_launch(launch, settings.trainer.devices, settings.trainer.num_nodes)
+            digest = config_digest(cfg)
+            kept = None
+            if owner:
+                folder.acquire()
+            if settings.sweep.resume:
+                kept, why = kept_results(settings, output_dir, digest)
+                log.info(f"sweep.resume: {'kept' if kept else 'running'} {output_dir.name}: {why}")
+            if kept is not None:
+                results = kept if owner else None
+            else:
+                if owner:
+                    folder.clear_previous_results()
+                results = evaluate(settings, output_dir, digest)
         except (RunInterrupted, KeyboardInterrupt, SystemExit) as exc:
             signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
             if isinstance(exc, SystemExit) and exc.code not in (None, 0, 1):
                 raise
-            reason = f"interrupted by {signal.Signals(signum).name}; no results written"
-            print(f"error: {output_dir}: {reason}", file=sys.stderr)
-            _record_failure(output_dir, variant, reason)
-            if in_sweep:
-                from .hydra_callbacks import report_sweep
+            reason = f"interrupted by {signal.Signals(signum).name}"
+            if signum == signal.SIGUSR2:
+                reason += " (SLURM's notice that the time limit is near)"
+            reason += "; no results written"
+            print(f"error: {who}{output_dir}: {reason}", file=sys.stderr)
+            if owner:
+                _record_failure(output_dir, variant, reason)
+                if in_sweep:
+                    from .hydra_callbacks import report_sweep
 
-                report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
+                    report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
             sys.exit(128 + int(signum))
         except Exception as exc:
-            reason = one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
-            print(f"error: {reason}", file=sys.stderr)
-            if not in_sweep:
+            lost = _distributed_failure(exc, settings) if not isinstance(exc, EvalError) else None
+            if isinstance(exc, EvalError):
+                reason = one_line(exc)
+            elif lost:
+                reason = lost
+            else:
+                reason = _internal_error(exc, output_dir) if owner else f"unexpected {type(exc).__name__}: {one_line(exc)}"
+            print(f"error: {who}{reason}", file=sys.stderr)
+            if owner and in_sweep:
+                _record_failure(output_dir, variant, reason)
+            if not (owner and in_sweep) or job_is_process:
                 sys.exit(2)
-            _record_failure(output_dir, variant, reason)
             return None
     finally:
         for sig, handler in previous.items():

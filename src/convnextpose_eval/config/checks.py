@@ -123,6 +123,7 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     _require(data.num_workers >= 0, f"data.num_workers={data.num_workers}: must be 0 or more")
     _require(trainer.devices >= 1, f"trainer.devices={trainer.devices}: must be at least 1")
     _require(trainer.num_nodes >= 1, f"trainer.num_nodes={trainer.num_nodes}: must be at least 1")
+    _require(trainer.timeout_s >= 1, f"trainer.timeout_s={trainer.timeout_s}: must be at least 1 second")
     _require(trainer.precision in PRECISIONS, f"trainer.precision={trainer.precision}: must be one of {', '.join(PRECISIONS)}")
     _require(settings.bench.images is None or settings.bench.images >= 1, f"bench.images={settings.bench.images}: must be null or at least 1")
     _require(settings.bench.repeats >= 1, f"bench.repeats={settings.bench.repeats}: must be at least 1")

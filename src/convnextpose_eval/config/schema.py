@@ -131,6 +131,8 @@ class TrainerConfig:
     tf32: bool = False
     progress_bar: bool = True
     cudnn_benchmark: Optional[bool] = None
+    # Seconds every rank waits for the others (process-group set-up, each collective) before giving up.
+    timeout_s: int = 300
 
 
 @dataclass
@@ -165,6 +167,12 @@ class ExportConfig:
 
 
 @dataclass
+class SweepConfig:
+    # Keep each job of an existing sweep folder whose results.json matches its config and checkpoint.
+    resume: bool = False
+
+
+@dataclass
 class EvalConfig:
     """The composed configuration of ``run_eval.py`` (and of bench, export and inspect)."""
 
@@ -186,11 +194,16 @@ class EvalConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_schema() -> None:
-    """Make ``eval_schema`` known to Hydra; ``conf/eval.yaml`` names it first in its defaults."""
+    """Make ``eval_schema`` known to Hydra; ``conf/eval.yaml`` names it first in its defaults (and the
+    resolvers the configs use, see :mod:`.resolvers`)."""
+    from .resolvers import register_resolvers
+
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+    register_resolvers()
 
 
 register_schema()

@@ -94,7 +94,8 @@ class ResultsWriter(pl.Callback):
                 checkpoint=CheckpointInfo(**pl_module.checkpoint_info) if pl_module.checkpoint_info else None,
                 model=ModelInfo(**pl_module.model_info()),
                 throughput={"images_per_s": scores.num_samples / seconds if seconds > 0 else None, "seconds": seconds,
-                            "device": pl_module.device.type, "devices": trainer.world_size},  # fmt: skip
+                            "device": pl_module.device.type, "devices": trainer.world_size,
+                            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes},  # fmt: skip
                 crop_cache={"hits": hits, "misses": misses},
             ).to_json()
             atomic_write_json(self.output_dir / PREDICTIONS_FILE, [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows])

@@ -31,7 +31,8 @@ class Launch:
     launcher: Launcher
     rank: int
     world_size: int
-    in_slurm_allocation: bool
+    slurm_job: str | None = None  # the SLURM job this process runs in, if any
+    slurm_tasks: int | None = None  # that job's task count (SLURM_NTASKS)
 
     @property
     def external(self) -> bool:
@@ -51,13 +52,14 @@ def detect_launch(env: Mapping[str, str] | None = None) -> Launch:
     in every task it starts. A SLURM batch script or ``salloc`` shell has SLURM_JOB_ID but no step: one
     process, whatever SLURM_NTASKS says. torchrun inside a SLURM allocation is torchrun."""
     env = os.environ if env is None else env
-    in_allocation = "SLURM_JOB_ID" in env
+    job = env.get("SLURM_JOB_ID")
+    job_tasks = _int(env, "SLURM_NTASKS", 1) if job else None
     if "TORCHELASTIC_RUN_ID" in env or {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"} <= env.keys():
-        return Launch(Launcher.torchrun, _int(env, "RANK", 0), _int(env, "WORLD_SIZE", 1), in_allocation)
-    if in_allocation and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
-        tasks = _int(env, "SLURM_STEP_NUM_TASKS", _int(env, "SLURM_NTASKS", 1))
-        return Launch(Launcher.srun, _int(env, "SLURM_PROCID", 0), tasks, in_allocation)
-    return Launch(Launcher.alone, 0, 1, in_allocation)
+        return Launch(Launcher.torchrun, _int(env, "RANK", 0), _int(env, "WORLD_SIZE", 1), job, job_tasks)
+    if job and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+        tasks = _int(env, "SLURM_STEP_NUM_TASKS", job_tasks or 1)
+        return Launch(Launcher.srun, _int(env, "SLURM_PROCID", 0), tasks, job, job_tasks)
+    return Launch(Launcher.alone, 0, 1, job, job_tasks)
 
 
 def is_rank_zero() -> bool:
@@ -76,6 +78,7 @@ def check_launch(launch: Launch, devices: int, num_nodes: int) -> None:
     if launch.launcher is Launcher.srun and launch.world_size != wanted:
         raise ConfigError(f"{asked}, but srun started {launch.world_size} task{'s' if launch.world_size != 1 else ''}; "
                           f"run srun --nodes={num_nodes} --ntasks-per-node={devices}, or set trainer.devices and trainer.num_nodes to match")  # fmt: skip
-    if launch.launcher is Launcher.alone and launch.in_slurm_allocation and wanted > 1:
-        raise ConfigError(f"{asked}, but this is one process inside SLURM job {os.environ.get('SLURM_JOB_ID')} (no srun step); "
-                          f"start it as srun --nodes={num_nodes} --ntasks-per-node={devices} python run_eval.py ... inside an allocation of that many tasks")  # fmt: skip
+    if launch.launcher is Launcher.alone and launch.slurm_job and wanted > 1:
+        raise ConfigError(f"{asked}, but this is one process inside SLURM job {launch.slurm_job} ({launch.slurm_tasks} task{'s' if launch.slurm_tasks != 1 else ''}, no srun step); "
+                          f"start it as srun --nodes={num_nodes} --ntasks-per-node={devices} python run_eval.py ... inside an allocation of that many tasks "
+                          f"(sbatch --nodes={num_nodes} --ntasks-per-node={devices})")  # fmt: skip

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 UNRUNNABLE = {
     "PartitionTimeLimit": "the job asks for more time than the partition allows; lower hydra.launcher.timeout_min",
     "PartitionNodeLimit": "the job asks for more nodes than the partition allows; lower trainer.num_nodes",
-    "PartitionConfig": "the partition cannot give what the job asks (CPUs, GPUs, memory or account); see hydra.launcher.*",
+    "PartitionConfig": "the partition cannot give what the job asks (time limit, CPUs, GPUs, memory or account); check hydra.launcher.timeout_min and the rest of hydra.launcher.*",
     "PartitionDown": "the partition is down; choose another with hydra.launcher.partition",
     "PartitionInactive": "the partition is inactive; choose another with hydra.launcher.partition",
     "BadConstraints": "no node has the requested features; check hydra.launcher.constraint",

@@ -46,6 +46,27 @@ def released_variants() -> dict[str, dict[str, Any]]:
     return variant_table(compose_config())
 
 
+# Hydra's own flags that take a value as the next argument (``--cfg job``); ``--info``'s value is optional.
+_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                     "--experimental-rerun")  # fmt: skip
+_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def overrides_of(arguments: Sequence[str]) -> list[str]:
+    """The overrides in a command line, without Hydra's flags and their values (``--cfg job``, ``--info config``)."""
+    overrides, skip_next = [], False
+    for index, argument in enumerate(arguments):
+        if skip_next:
+            skip_next = False
+        elif argument in _FLAGS_WITH_VALUE:
+            skip_next = True
+        elif argument in ("--info", "-i"):
+            skip_next = index + 1 < len(arguments) and arguments[index + 1] in _INFO_TOPICS
+        elif not argument.startswith("-"):
+            overrides.append(argument)
+    return overrides
+
+
 def composition_error(overrides: Sequence[str]) -> str | None:
     """One line saying why these command-line overrides do not compose, or None when they do.
 
@@ -57,7 +78,7 @@ def composition_error(overrides: Sequence[str]) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    plain = [o for o in overrides if not o.startswith("-")]
+    plain = overrides_of(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(plain)
         single = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line

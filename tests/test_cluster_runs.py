@@ -146,7 +146,7 @@ def test_torchrun_two_nodes_sharing_one_run_dir_give_the_single_run(root, single
     assert_single_run_figures(results, single["XS"])
 
 
-TIMEOUT_S = 20
+TIMEOUT_S = 10
 FAILING = ("experiment=demo", "variant=XS", "data.protocol=1", "trainer=ddp", "trainer.progress_bar=false", f"trainer.timeout_s={TIMEOUT_S}")
 
 
@@ -359,3 +359,36 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     assert {v: e["status"] for v, e in entries.items()} == {"XS": "ok", "S": "ok"}
     assert_single_run_figures(read(sweep / "1_S" / "results.json"), single["S"])
     assert not (sweep / "1_S" / "failure.json").exists()
+
+
+@needs_slurm
+def test_local_cluster_script_up_is_idempotent(root):
+    script = PROJECT_ROOT / "scripts" / "slurm-local.sh"
+    if os.geteuid() != 0 or "slurm-local.sh" not in Path("/etc/slurm/slurm.conf").read_text(errors="replace"):
+        pytest.skip("the cluster answering here was not started by scripts/slurm-local.sh as root")
+    again = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "up: partition debug" in again.stderr, again.stderr
+    status = subprocess.run([str(script), "status"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "slurmctld: running" in status.stdout and "slurmd: running" in status.stdout
+    conf = Path("/etc/slurm/slurm.conf").read_text()
+    assert "NodeAddr=127.0.0.1" in conf and "ProctrackType=proctrack/linuxproc" in conf and "TaskPlugin=task/none" in conf
+    listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+    daemons = [line for line in listening.splitlines() if "slurmctld" in line or '"slurmd"' in line]
+    assert all(" 127.0.0.1:" in line for line in daemons), daemons
+
+
+def test_hydra_inspection_flags_print_the_config(root):
+    """``--cfg job|hydra|all``, ``--resolve`` and ``--info`` (the README's command, then its variants) run nothing."""
+    text = README.read_text()
+    command = re.search(r"`(python run_eval\.py experiment=demo --cfg job)`", text)
+    assert command, "README names no --cfg command"
+    base = shlex.split(command.group(1))
+    job = run(base, root, timeout=120)
+    assert job.returncode == 0 and job.stdout.startswith("paths:") and "\nvariant:" in job.stdout and "\nhydra:" not in job.stdout, describe(job)
+    hydra = run([*base[:-1], "hydra"], root, timeout=120)
+    assert hydra.returncode == 0 and hydra.stdout.startswith("hydra:") and "\nvariant:" not in hydra.stdout, describe(hydra)
+    both = run([*base[:-1], "all", "--resolve"], root, timeout=120)
+    assert both.returncode == 0 and "hydra:" in both.stdout and "\nvariant:" in both.stdout and "${" not in both.stdout, describe(both)
+    info = run([*base[:2], "--info"], root, timeout=120)
+    assert info.returncode == 0 and "Installed Hydra Plugins" in info.stdout and "SlurmLauncher" in info.stdout, describe(info)
+    assert not (root / "outputs" / "runs").exists()

@@ -27,6 +27,8 @@ BATCH_SHELL = {"SLURM_JOB_ID": "8", "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "S
         (SRUN_TASK1, (Launcher.srun, 1, 2)),
         (BATCH_SHELL, (Launcher.alone, 0, 1)),
         ({**SRUN_TASK1, **TORCHRUN_RANK1, "RANK": "3", "WORLD_SIZE": "4"}, (Launcher.torchrun, 3, 4)),  # torchrun under srun
+        ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4"}, (Launcher.mpirun, 2, 4)),
+        ({"JSM_NAMESPACE_RANK": "1", "JSM_NAMESPACE_SIZE": "3"}, (Launcher.jsrun, 1, 3)),
     ],
 )
 def test_launch_is_read_from_the_launchers_variables(env, expected):

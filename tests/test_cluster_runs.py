@@ -392,3 +392,11 @@ def test_hydra_inspection_flags_print_the_config(root):
     info = run([*base[:2], "--info"], root, timeout=120)
     assert info.returncode == 0 and "Installed Hydra Plugins" in info.stdout and "SlurmLauncher" in info.stdout, describe(info)
     assert not (root / "outputs" / "runs").exists()
+
+
+def test_every_command_of_the_readme_cluster_section_is_run_by_a_test():
+    """The tests above find their commands by these starts; a command added to the README without a test fails here."""
+    tested = {"torchrun --standalone": 1, "torchrun --nnodes=2": 2, "python run_eval.py -m hydra/launcher=slurm": 3, "srun --ntasks-per-node=2": 1}
+    commands = cluster_commands()
+    assert {start: sum(c.startswith(start) for c in commands) for start in tested} == tested
+    assert len(commands) == sum(tested.values()), commands

@@ -1,4 +1,4 @@
-"""Where this process stands among the ranks of a run: started by torchrun, by srun, or alone.
+"""Where this process stands among the ranks of a run: started by torchrun, srun, mpirun, jsrun, or alone.
 
 Read from the launchers' own environment variables before Lightning or Hydra touch anything, so that
 Hydra's job set-up (``.hydra/``, ``run_eval.log``) and the run folder are left to global rank 0, and so
@@ -22,6 +22,8 @@ class Launcher(Enum):
     alone = "alone"  # a shell, a notebook, a SLURM batch script or salloc shell without srun
     torchrun = "torchrun"
     srun = "srun"
+    mpirun = "mpirun"  # Open MPI's mpirun/mpiexec
+    jsrun = "jsrun"  # LSF's jsrun
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ def detect_launch(env: Mapping[str, str] | None = None) -> Launch:
     if job and "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
         tasks = _int(env, "SLURM_STEP_NUM_TASKS", job_tasks or 1)
         return Launch(Launcher.srun, _int(env, "SLURM_PROCID", 0), tasks, job, job_tasks)
+    if "OMPI_COMM_WORLD_SIZE" in env:
+        return Launch(Launcher.mpirun, _int(env, "OMPI_COMM_WORLD_RANK", 0), _int(env, "OMPI_COMM_WORLD_SIZE", 1), job, job_tasks)
+    if "JSM_NAMESPACE_SIZE" in env:
+        return Launch(Launcher.jsrun, _int(env, "JSM_NAMESPACE_RANK", 0), _int(env, "JSM_NAMESPACE_SIZE", 1), job, job_tasks)
     return Launch(Launcher.alone, 0, 1, job, job_tasks)
 
 
@@ -75,6 +81,9 @@ def check_launch(launch: Launch, devices: int, num_nodes: int) -> None:
     if launch.launcher is Launcher.torchrun and launch.world_size != wanted:
         raise ConfigError(f"{asked}, but torchrun started {launch.world_size} processes; "
                           f"run torchrun --nnodes={num_nodes} --nproc-per-node={devices}, or set trainer.devices and trainer.num_nodes to match")  # fmt: skip
+    if launch.launcher in (Launcher.mpirun, Launcher.jsrun) and launch.world_size != wanted:
+        raise ConfigError(f"{asked}, but {launch.launcher.value} started {launch.world_size} processes; start {wanted}, "
+                          f"or set trainer.devices and trainer.num_nodes to match")  # fmt: skip
     if launch.launcher is Launcher.srun and launch.world_size != wanted:
         raise ConfigError(f"{asked}, but srun started {launch.world_size} task{'s' if launch.world_size != 1 else ''}; "
                           f"run srun --nodes={num_nodes} --ntasks-per-node={devices}, or set trainer.devices and trainer.num_nodes to match")  # fmt: skip

@@ -102,6 +102,7 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: La
         from lightning_fabric.plugins.environments import TorchElasticEnvironment
 
         plugins.append(TorchElasticEnvironment())
+    # Under mpirun and jsrun Lightning's own detection (MPIEnvironment, LSFEnvironment) finds the ranks.
     return pl.Trainer(
         accelerator=accelerator,
         devices=trainer_cfg.devices,

@@ -132,15 +132,23 @@ class WatchedSlurmLauncher(SubmititSlurmLauncher):
         outcomes: dict[str, str] = {}
         said: dict[str, tuple[str, str]] = {}
         ended_at: dict[str, float] = {}
+        squeue_failed = False
         previous = signal.signal(signal.SIGTERM, _interrupted)
         try:
             while len(outcomes) < len(jobs):
-                states = _squeue([job.job_id for job in jobs]) or {}
+                states = _squeue([job.job_id for job in jobs])
+                if states is None and not squeue_failed:
+                    squeue_failed = True
+                    log.warning("squeue does not answer: waiting on the jobs' result files only")
                 for job in jobs:
                     job_id = job.job_id
                     if job_id in outcomes:
                         continue
                     results = [JobPaths(job.paths.folder, job_id, task).result_pickle for task in range(tasks)]
+                    if states is None:  # squeue did not answer this time: decide nothing on its silence
+                        if all(path.exists() for path in results):
+                            outcomes[job_id] = "GONE"
+                        continue
                     state, reason = states.get(job_id, ("GONE", ""))
                     if all(path.exists() for path in results) and state not in ACTIVE_STATES:
                         outcomes[job_id] = state

@@ -49,7 +49,7 @@ UNRUNNABLE = {
 }
 ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING", "STAGE_OUT")
 POLL_S = 2.0
-# A finished job's result files can reach a shared file system a little after SLURM says it ended.
+# A completed job's result files can reach a shared file system a little after SLURM says it ended.
 RESULT_GRACE_S = 15.0
 
 
@@ -155,6 +155,8 @@ class WatchedSlurmLauncher(SubmititSlurmLauncher):
                     elif state == "PENDING" and reason in UNRUNNABLE:
                         subprocess.run(["scancel", job_id], check=False, capture_output=True)
                         outcomes[job_id] = f"cancelled: SLURM cannot start it: pending with reason {reason} ({UNRUNNABLE[reason]})"
+                    elif state not in ACTIVE_STATES and state not in ("COMPLETED", "GONE"):
+                        outcomes[job_id] = state  # failed, cancelled, timed out...: its result files no longer matter
                     elif state not in ACTIVE_STATES:
                         ended_at.setdefault(job_id, time.monotonic())
                         if all(path.exists() for path in results) or time.monotonic() - ended_at[job_id] > RESULT_GRACE_S:

@@ -32,6 +32,7 @@ from .resume import config_digest, kept_results
 from .run_folder import RunFolder
 from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
+from .tracking import RunTracker, trainer_logger
 
 log = logging.getLogger("convnextpose_eval")
 
@@ -110,7 +111,7 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: La
         strategy=strategy,
         plugins=plugins or None,
         precision=trainer_cfg.precision,
-        logger=False,
+        logger=trainer_logger(callbacks),
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -221,11 +222,12 @@ def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None =
     Returns the results in the launching process, None on the other ranks of an external launch.
     ``config_sha256`` (the composed config's digest) is recorded for ``sweep.resume``.
     """
+    tracker = RunTracker(settings, output_dir)
     module = build_evaluator(settings)
     writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant, config_sha256),
                            inference_settings(settings, module.onnx_info))  # fmt: skip
     datamodule = build_datamodule(settings, module.arch.input_size)
-    trainer = build_trainer(settings, [writer])
+    trainer = build_trainer(settings, [writer, tracker])
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped

@@ -23,7 +23,7 @@ from .results.files import RESULTS_FILE
 from .results.records import TOOL_NAME
 
 # Settings that cannot change a figure of results.json: a rerun that differs only in these is the same job.
-NOT_IN_DIGEST = ("sweep", "download", "trainer.progress_bar", "trainer.timeout_s", "data.num_workers", "data.pin_memory")
+NOT_IN_DIGEST = ("sweep", "logger", "download", "trainer.progress_bar", "trainer.timeout_s", "data.num_workers", "data.pin_memory")
 
 
 def config_digest(cfg: DictConfig) -> str:

@@ -7,3 +7,5 @@ WORST_CASES_PNG = "worst_cases.png"
 BENCHMARK_JSON = "benchmark_results.json"
 BENCHMARK_MD = "BENCHMARK_REPORT.md"
 BENCHMARK_PNG = "benchmark_comparison.png"
+# logger=mlflow's default local store (a SQLite file and the artifacts), in a run folder or a sweep folder.
+MLFLOW_STORE_DIR = "mlflow"

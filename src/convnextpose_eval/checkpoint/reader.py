@@ -422,8 +422,11 @@ def _extract_state_dict(path: Path, obj: Any) -> tuple[Mapping[str, Any], int | 
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict or state dict")
 
 
-def _renamed(path: Path, state: Mapping[str, torch.Tensor], rename: Callable[[str], str], step: str) -> dict[str, torch.Tensor]:
-    """``state`` with every key renamed; two keys that would become one are refused, naming both.
+def _renamed(
+    path: Path, state: Mapping[str, torch.Tensor], in_file: dict[str, str], rename: Callable[[str], str], step: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``state`` with every key renamed, and each new key's name in the file; two keys that would become
+    one are refused, naming both as the file spells them.
 
     Otherwise the later key would silently replace the earlier one, and the
     result would depend on the order of the keys in the file.
@@ -434,11 +437,11 @@ def _renamed(path: Path, state: Mapping[str, torch.Tensor], rename: Callable[[st
         new = rename(key)
         if new in renamed:
             raise CheckpointError(
-                f"{path}: keys '{origin[new]}' and '{key}' both name the weight '{new}' ({step}); "
+                f"{path}: keys '{origin[new]}' and '{in_file[key]}' both name the weight '{new}' ({step}); "
                 "the file holds two values for one weight, so it is refused"
             )
-        renamed[new], origin[new] = value, key
-    return renamed
+        renamed[new], origin[new] = value, in_file[key]
+    return renamed, origin
 
 
 def _legacy_to_modern(key: str) -> str:
@@ -454,16 +457,17 @@ def _canonical_keys(path: Path, raw: Mapping[str, Any]) -> tuple[dict[str, torch
         if str(key) in state:  # e.g. the integer 1 and the string "1"
             raise CheckpointError(f"{path}: two keys both read as the weight '{key}'; the file holds two values for one weight")
         state[str(key)] = value
+    in_file = {key: key for key in state}
     changed = True
     while changed and state:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state):
-                state = _renamed(path, state, lambda k, n=len(prefix): k[n:], f"after removing the '{prefix}' prefix")
+                state, in_file = _renamed(path, state, in_file, lambda k, n=len(prefix): k[n:], f"after removing the '{prefix}' prefix")
                 changed = True
     key_style = "legacy" if any(_LEGACY_HEAD.match(k) for k in state) else "modern"
     if key_style == "legacy":
-        state = _renamed(path, state, _legacy_to_modern, "after renaming the legacy head names")
+        state, in_file = _renamed(path, state, in_file, _legacy_to_modern, "after renaming the legacy head names")
     return state, key_style
 
 

@@ -31,7 +31,7 @@ class InProcessRun:
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("run_eval_script", RUN_EVAL)
+    spec = importlib.util.spec_from_file_location("run_eval", RUN_EVAL)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

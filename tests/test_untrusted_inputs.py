@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from inprocess import assert_same_figures, read_json, run_in_process
+from killed_writes import clean_files, write_killed_by_file_size_limit
 
 from convnextpose_eval.data.crop_store import CropStore
 from convnextpose_eval.data.h36m import load_test_index
@@ -62,15 +64,20 @@ def data(copy_sample_data, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_run(synthetic_sample, ckpt, tmp_path_factory) -> dict:
-    """A clean run on a private copy of the sample: the numbers a recovered or rerun run must give back."""
+def clean_folder(synthetic_sample, ckpt, tmp_path_factory) -> Path:
+    """The folder of a clean run on a private copy of the sample: what a recovered or rerun run must give back."""
     root = tmp_path_factory.mktemp("clean")
     data = root / "data"
     shutil.copytree(synthetic_sample, data, ignore=shutil.ignore_patterns("checkpoints"))
     with pytest.MonkeyPatch.context() as patch:
         run = run_in_process(patch, root, *xs_args(data, root / "out", root / "cache", ckpt))
     assert run.returncode == 0, run.describe()
-    return read_json(root / "out" / "results.json")
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def clean_run(clean_folder) -> dict:
+    return read_json(clean_folder / "results.json")
 
 
 # --------------------------------------------------------------------------- checkpoints (rows 1-4)
@@ -277,3 +284,55 @@ def test_a_damaged_frame_the_protocol_never_evaluates_changes_nothing_and_is_nev
     patches, _ = CropStore(tmp_path / "crops", data, index, "gt", 256).fetch(range(len(index)))
     reference, _ = CropStore(tmp_path / "crops_clean", synthetic_sample, clean, "gt", 256).fetch(range(len(clean)))
     np.testing.assert_array_equal(patches, reference)
+
+
+# --------------------------------------------------------------------------- writing results (row 7)
+
+
+LIMIT_BYTES = 1000 * 1024  # `ulimit -f 1000`: more than predictions.json and results.json, less than the picture
+
+
+def _leftovers(out: Path) -> list[str]:
+    """Everything a run's writing could leave in its folder besides the lock, the log and the config."""
+    return sorted(p.name for p in out.iterdir() if p.name not in (".convnextpose_eval.lock", "run_eval.log", ".hydra"))
+
+
+def test_a_write_failure_is_one_line_and_the_same_command_then_succeeds(data, tmp_path, ckpt, clean_folder, clean_run, monkeypatch) -> None:
+    import resource
+
+    out = tmp_path / "out"
+    args = xs_args(data, out, tmp_path / "cache", ckpt)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # `ulimit -f 1000`: the 1.4 MB picture cannot be written (Python ignores SIGXFSZ, so the write gets EFBIG)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT_BYTES, hard))
+    try:
+        failed = run_in_process(monkeypatch, tmp_path, *args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    line = assert_refused(failed, out, str(out / "worst_cases.png"), "EFBIG", problem="could not be written")
+    assert "unexpected" not in line and not (out / "traceback.txt").exists()
+    assert _leftovers(out) == [], f"a failed write must leave nothing behind: {_leftovers(out)}"
+
+    # A process killed by a signal while it writes the picture (SIGXFSZ at its default action: no handler
+    # runs, as with SIGKILL) leaves predictions.json without results.json, which once blocked every rerun.
+    killed = write_killed_by_file_size_limit(out, clean_files(clean_folder), LIMIT_BYTES)
+    assert killed == -signal.SIGXFSZ
+    assert (out / "predictions.json").exists() and not (out / "results.json").exists(), _leftovers(out)
+    rerun = run_in_process(monkeypatch, tmp_path, *args)
+    assert rerun.returncode == 0, rerun.describe()
+    assert_same_figures(read_json(out / "results.json"), clean_run)
+    assert _leftovers(out) == ["predictions.json", "results.json", "worst_cases.png"], _leftovers(out)
+
+
+# --------------------------------------------------------------------------- sweeps (row 8)
+
+
+def test_a_sweep_whose_jobs_share_a_folder_is_refused_before_any_job_runs(tmp_path, monkeypatch) -> None:
+    sweep = tmp_path / "sweep"
+    run = run_in_process(monkeypatch, tmp_path, "-m", "experiment=demo", "variant=XS,S", "hydra.sweep.subdir=job", f"hydra.sweep.dir={sweep}")
+    assert run.returncode == 2, run.describe()
+    assert len(run.error_lines) == 1, run.describe()
+    line = run.error_lines[0]
+    for part in ("hydra.sweep.subdir=job", "#0 (variant=XS", "#1 (variant=S", str(sweep / "job")):
+        assert part in line, f"{part!r} not in {line}"
+    assert not sweep.exists(), "no job may have started"

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convnextpose_eval.data.h36m import TestIndex, load_test_index
+from convnextpose_eval.data import h36m
+from convnextpose_eval.data.h36m import load_test_index
 from convnextpose_eval.errors import DataError
 
 # Protocol 2 with RootNet boxes reads every one of these.
@@ -35,7 +36,7 @@ def warm(synthetic_sample, tmp_path_factory) -> tuple[Path, Path, dict[str, byte
     return root, cache, {name: (root / name).read_bytes() for name in SOURCES}
 
 
-def _outcome(root: Path, cache: Path | None) -> TestIndex | str:
+def _outcome(root: Path, cache: Path | None) -> h36m.TestIndex | str:
     try:
         return load_test_index(root, 2, False, cache)
     except DataError as exc:

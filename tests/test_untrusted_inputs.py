@@ -20,6 +20,8 @@ from killed_writes import clean_files, write_killed_by_file_size_limit
 from convnextpose_eval.data.crop_store import CropStore
 from convnextpose_eval.data.h36m import load_test_index
 
+pytestmark = pytest.mark.slow
+
 S11_DATA = "annotations/Human36M_subject11_data.json"
 S11_CAMERA = "annotations/Human36M_subject11_camera.json"
 
@@ -208,9 +210,10 @@ def test_symlinks_inside_images_are_followed(data, tmp_path) -> None:
 
 
 def _same_size_digit_edit(path: Path) -> bytes:
-    """The file with one digit of camera 1's translation changed: same size, different content."""
+    """The file with the first digit of camera 1's focal length changed: same size, other numbers (the
+    focal length scales the back-projected prediction; a translation would cancel out root-relative)."""
     text = path.read_bytes()
-    start = text.index(b'"t"')
+    start = text.index(b'"f"')
     digit = next(i for i in range(start, len(text)) if chr(text[i]).isdigit())
     return text[:digit] + str((int(chr(text[digit])) + 1) % 10).encode() + text[digit + 1 :]
 
@@ -233,7 +236,7 @@ def test_a_same_size_edit_with_its_mtime_restored_is_not_served_stale(data, tmp_
     # The cache learns the edited file's index...
     _replace_keeping_size_and_mtime(camera, edited, camera.stat().st_mtime_ns)
     edited_index = load_test_index(data, 1, True, cache / "index")
-    assert np.abs(edited_index.joint_cam - clean_index.joint_cam).max() > 1.0, "the edit must matter, or this test proves nothing"
+    assert np.abs(edited_index.focal - clean_index.focal).max() > 50, "the edit must matter, or this test proves nothing"
     # ...then the original content comes back under the edited file's size and modification time.
     _replace_keeping_size_and_mtime(camera, original, camera.stat().st_mtime_ns)
     out = tmp_path / "out"
@@ -336,3 +339,17 @@ def test_a_sweep_whose_jobs_share_a_folder_is_refused_before_any_job_runs(tmp_pa
     for part in ("hydra.sweep.subdir=job", "#0 (variant=XS", "#1 (variant=S", str(sweep / "job")):
         assert part in line, f"{part!r} not in {line}"
     assert not sweep.exists(), "no job may have started"
+
+
+# --------------------------------------------------------------------------- several devices
+
+
+def test_a_truncated_image_in_one_ranks_shard_is_one_line_under_ddp(data, tmp_path, ckpt, monkeypatch) -> None:
+    index = load_test_index(data, 1, True, None)
+    victim = data / "images" / str(index.file_name[1])  # rank 1 of 2 scores rows 1, 3, 5, ...
+    content = victim.read_bytes()
+    victim.write_bytes(content[: len(content) // 2])
+    out = tmp_path / "out"
+    ddp = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+    run = run_in_process(monkeypatch, tmp_path, *xs_args(data, out, tmp_path / "cache", ckpt, *ddp))
+    assert_refused(run, out, str(victim), problem="truncated JPEG")

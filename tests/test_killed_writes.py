@@ -21,7 +21,7 @@ from convnextpose_eval.results.files import PENDING_FILE
 from convnextpose_eval.results.records import TOOL_NAME
 from convnextpose_eval.run_folder import RunFolder
 
-SEEDS = range(24)
+SEEDS = range(16)
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,6 @@ def write_file_set(folder: str | os.PathLike[str], files: Sequence[tuple[str, by
             target = folder / name
             atomic_write_bytes(target, data)
             written.append(target)
-        announced.unlink()
     except BaseException as exc:
         for path in [*written, announced]:
             try:
@@ -93,6 +92,10 @@ def write_file_set(folder: str | os.PathLike[str], files: Sequence[tuple[str, by
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
+    try:
+        announced.unlink()
+    except OSError:
+        pass  # a manifest left beside complete files only tells the next run that they are its own
 
 
 def announced_files(folder: str | os.PathLike[str], manifest: str, owner: str) -> dict[str, str]:

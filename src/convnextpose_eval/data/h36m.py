@@ -12,7 +12,7 @@ The annotation files are large (hundreds of MB of JSON per subject for the full
 data set), so the result is cached as an ``.npz``: a sweep over four variants
 parses the JSON once. The entry is keyed on the format version, the data root,
 protocol and box source, and each source file's path, size and SHA-256 of its
-content (hashing 300 MB takes a fraction of a second, parsing it ten seconds or
+content (hashing 400 MB takes under a second, parsing it ten seconds or
 more). A cache miss parses exactly the bytes that were hashed: a file that
 changes between the two is an error, so an entry can never stand for content it
 was not built from, whatever happened to the file's modification time or inode.
@@ -58,8 +58,8 @@ BBOX_ROOT_FILE = Path("bbox_root") / "bbox_root_human36m_output.json"
 # How far a camera's R may be from orthonormal with det +1: the float32 rounding of a real rotation is
 # about 1e-7, while a scaled or mirrored matrix (which would quietly change every joint) is off by far more.
 ROTATION_TOLERANCE = 1e-4
-# The action of an image: the two digits after 'act_' in its file name, 02..16.
-_ACTION_PART = re.compile(r"act_(\d\d)")
+# The action of an image: the two digits after the first 'act_' in its file name, 02..16.
+_ACTION_DIGITS = re.compile(r"[0-9]{2}")
 ACTION_OFFSET = 2
 
 
@@ -237,13 +237,14 @@ def _image_file_name(path: Path, image: dict[str, Any], what: str) -> str:
 
 def _action(path: Path, file_name: str, what: str) -> int:
     """The action index 0..14 from the 'act_NN' part of the file name, as the authors' loader takes it."""
-    found = _ACTION_PART.search(file_name)
-    if found is None:
+    start = file_name.find("act_") + len("act_")
+    digits = file_name[start : start + 2] if start >= len("act_") else ""
+    if not _ACTION_DIGITS.fullmatch(digits):
         raise DataError(f"{path}: file name '{file_name}' of {what} has no 'act_NN' part")
-    action = int(found.group(1)) - ACTION_OFFSET
+    action = int(digits) - ACTION_OFFSET
     if not 0 <= action < len(ACTION_NAMES):
         raise DataError(
-            f"{path}: file name '{file_name}' of {what} says act_{found.group(1)}; Human3.6M's actions are "
+            f"{path}: file name '{file_name}' of {what} says act_{digits}; Human3.6M's actions are "
             f"act_{ACTION_OFFSET:02d} to act_{ACTION_OFFSET + len(ACTION_NAMES) - 1:02d}"
         )
     return action
@@ -275,7 +276,7 @@ def _subject_rows(
     """One subject's test rows in annotation order; test images the RootNet table lacks go to ``missing``.
 
     ``listed`` maps every image id read so far to its file, across subjects; ``digests`` holds the
-    SHA-256 each file's bytes must have (those the cache key was made from), when there is a cache.
+    SHA-256 each file's bytes must have (those the cache key was made from).
     """
     data_path, camera_path, joint_path = files["data"], files["camera"], files["joint_3d"]
     data = _read_json(data_path, digests.get(data_path))

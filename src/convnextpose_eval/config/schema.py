@@ -48,6 +48,15 @@ class OnnxProvider(Enum):
     cuda = "cuda"
 
 
+class LoggerKind(Enum):
+    """Where a run is tracked besides its folder (Lightning's loggers): nowhere, CSV, TensorBoard or MLflow."""
+
+    none = "none"
+    csv = "csv"
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
 class KeyStyle(Enum):
     """Head layer key names in a released file: dwconv/norm/pwconv (modern) or 0/1/2 (legacy, M and L)."""
 
@@ -165,6 +174,21 @@ class ExportConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Run tracking: the config, every figure of results.json and the pictures, sent to one logger."""
+
+    name: LoggerKind = LoggerKind.none
+    # csv, tensorboard: the folder their versioned logs go under (<save_dir>/<name>/version_N); null: the run folder.
+    save_dir: Optional[Path] = None
+    # mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else <run or sweep folder>/mlflow/mlflow.db.
+    tracking_uri: Optional[str] = None
+    # mlflow: the experiment the runs are filed under.
+    experiment_name: str = "convnextpose-eval"
+    # mlflow: the run's name; null: the run folder's name.
+    run_name: Optional[str] = None
+
+
+@dataclass
 class EvalConfig:
     """The composed configuration of ``run_eval.py`` (and of bench, export and inspect)."""
 
@@ -186,6 +210,7 @@ class EvalConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def register_schema() -> None:

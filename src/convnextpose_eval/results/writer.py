@@ -23,8 +23,8 @@ from torchmetrics import SumMetric
 from ..atomic import errno_text, json_bytes, write_file_set
 from ..errors import EvalError
 from ..human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
-from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores, per_sample_mpjpe
-from ..report.worst_cases import WorstCase, render_worst_cases
+from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores
+from ..report.worst_cases import WorstCase, render_worst_cases, run_caption
 from .files import PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
     TOOL_NAME,
@@ -70,18 +70,21 @@ class ResultsWriter(pl.Callback):
                           batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
         pred_rel, gt_rel = outputs["pred_rel"], outputs["gt_rel"]
         self.metrics.update(pred_rel, gt_rel, outputs["action"], subject_slots(outputs["subject"]))
-        errors = per_sample_mpjpe(pred_rel, gt_rel, EVAL_JOINTS).tolist()
+        per_image, joint_mpjpe = (values.tolist() for values in self.metrics.per_sample(pred_rel, gt_rel))
         cached = outputs["cached"].to(torch.float64)
         self.cache_hits.update(cached.sum())
         self.cache_misses.update((1 - cached).sum())
         # One device-to-host copy per field and batch, not per image.
-        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "pred_xy", "gt_xy")}
+        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "subject", "pred_xy", "gt_xy")}
         joints = pred_rel[:, list(EVAL_JOINTS)].tolist()
         for i, index in enumerate(columns["index"]):
+            # Each image's own figures (the terms results.json's means are made of), for paired comparisons.
+            scores = {name: values[i] for name, values in zip(METRIC_NAMES, per_image)}
             self._rows.append({"index": index, "image_id": columns["image_id"][i], "joint_cam": joints[i],
                                "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i],
-                               _PRIVATE: {"mpjpe": errors[i], "action": columns["action"][i],
-                                          "pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
+                               "action": ACTION_NAMES[columns["action"][i]], "subject": f"S{columns['subject'][i]}",
+                               **scores, "joint_mpjpe": joint_mpjpe[i],
+                               _PRIVATE: {"pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scores = self._scores()
@@ -104,7 +107,7 @@ class ResultsWriter(pl.Callback):
             predictions = [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows]
             files = [(PREDICTIONS_FILE, json_bytes(predictions))]
             if rows:
-                files.append((WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer))))
+                files.append((WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer), run_caption(results))))
             files.append((RESULTS_FILE, json_bytes(results)))
             failure = write_results(self.output_dir, files)
             if failure is None:
@@ -177,12 +180,12 @@ def scores_record(computed: PoseScores) -> Scores:
 def _worst_cases(rows: list[dict[str, Any]], trainer: pl.Trainer) -> list[WorstCase]:
     """The highest-MPJPE images with their crops, re-read from the test set (the crop store makes that cheap)."""
     dataset = trainer.datamodule.dataset
-    worst = sorted(rows, key=lambda row: -row[_PRIVATE]["mpjpe"])[:WORST_CASES]
+    worst = sorted(rows, key=lambda row: -row["mpjpe"])[:WORST_CASES]
     cases = []
     for row in worst:
         extra = row[_PRIVATE]
         crop = dataset[row["index"]]["image"].permute(1, 2, 0).numpy()
         cases.append(WorstCase(crop=crop, pred_xy=np.asarray(extra["pred_xy"]), gt_xy=np.asarray(extra["gt_xy"]),
-                               image_id=int(row["image_id"]), action=ACTION_NAMES[extra["action"]],
-                               error_mm=float(extra["mpjpe"])))  # fmt: skip
+                               image_id=int(row["image_id"]), action=row["action"],
+                               error_mm=float(row["mpjpe"])))  # fmt: skip
     return cases

@@ -18,8 +18,8 @@ from convnextpose_eval.config.schema import register_schema
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """The Hydra task: one evaluation per job (see convnextpose_eval.evaluate.run_job)."""
-    from convnextpose_eval.evaluate import run_job
+    """The Hydra task: one evaluation per job (see convnextpose_eval.evaluation.run_job)."""
+    from convnextpose_eval.evaluation import run_job
 
     run_job(cfg)
 

@@ -41,7 +41,7 @@ from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error
 from .config.schema import Backend, EvalConfig, Strategy
 from .errors import BackendError, ConfigError, EvalError, one_line
-from .evaluate import (
+from .evaluation import (
     build_datamodule,
     build_evaluator,
     build_trainer,

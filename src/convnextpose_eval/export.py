@@ -28,7 +28,7 @@ from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error, variant_table
 from .config.schema import Backend, EvalConfig, Strategy
 from .errors import ConfigError, EvalError, one_line
-from .evaluate import build_datamodule, build_evaluator, quiet_lightning
+from .evaluation import build_datamodule, build_evaluator, quiet_lightning
 from .evaluator import PoseEvaluator
 from .onnx_backend import ExportReport, export_onnx, onnx_file_name, require_onnx_packages
 from .sample.generator import ensure_sample

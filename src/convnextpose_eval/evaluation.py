@@ -250,6 +250,79 @@ def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
         pass  # the sweep report lists a job folder without results as failed anyway
 
 
+def _interrupt_signal(exc: BaseException) -> int | None:
+    """The signal a run was stopped by (SIGINT for Ctrl-C, SIGTERM for an exit request), or None for a failure."""
+    if isinstance(exc, RunInterrupted):
+        return exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    if isinstance(exc, SystemExit) and exc.code in (None, 0, 1):
+        return int(signal.SIGTERM)
+    return None
+
+
+def failure_reason(exc: BaseException, output_dir: Path) -> str:
+    """The one line a failed or interrupted run reports (an unforeseen failure leaves its traceback in the folder)."""
+    signum = _interrupt_signal(exc)
+    if signum is not None:
+        return f"interrupted by {signal.Signals(signum).name}; no results written"
+    return one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
+
+
+def _log_file(output_dir: Path) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return output_dir / f"{HydraConfig.get().job.name}.log"
+
+
+def _leave_no_empty_folder(output_dir: Path) -> None:
+    """Remove the folder of a run that failed before it took it, when Hydra's ``.hydra/`` and an empty log
+    are all it holds: a refused run leaves nothing behind (any other file, a lock included, keeps it)."""
+    import shutil
+
+    log_file = _log_file(output_dir)
+    try:
+        if {p.name for p in output_dir.iterdir()} <= {".hydra", log_file.name} and not (log_file.is_file() and log_file.stat().st_size):
+            shutil.rmtree(output_dir)
+    except OSError:
+        pass
+
+
+def _drop_empty_log(output_dir: Path) -> None:
+    log_file = _log_file(output_dir)
+    if log_file.is_file() and log_file.stat().st_size == 0:
+        log_file.unlink(missing_ok=True)
+
+
+def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False) -> dict[str, Any] | None:
+    """Check the config, take the run folder, evaluate; raise the tool's errors (EvalError) as they come.
+
+    What a failure leaves: once the folder is this run's (locked and cleared), ``failure.json`` saying why
+    and no empty log; before that, nothing (the folder Hydra made is removed) unless the job is part of a
+    sweep, whose report lists every job. The Python API and :func:`run_job` both run through here.
+    """
+    variant = str(cfg.variant.name)
+    folder = RunFolder(output_dir)
+    taken = False
+    try:
+        settings = checked_config(cfg)
+        folder.acquire()
+        taken = True
+        folder.clear_previous_results()
+        return evaluate(settings, output_dir)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and _interrupt_signal(exc) is None:
+            raise
+        if taken or in_sweep:
+            _record_failure(output_dir, variant, failure_reason(exc, output_dir))
+            _drop_empty_log(output_dir)
+        elif isinstance(exc, EvalError):
+            _leave_no_empty_folder(output_dir)
+        raise
+    finally:
+        folder.release()
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     """Hydra task: check, evaluate, print the summary; on failure print one line and exit non-zero.
 
@@ -264,38 +337,28 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    variant = str(cfg.variant.name)
-    folder = RunFolder(output_dir)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            settings = checked_config(cfg)
-            folder.acquire()
-            folder.clear_previous_results()
-            results = evaluate(settings, output_dir)
+            results = evaluate_in_folder(cfg, output_dir, in_sweep)
         except (RunInterrupted, KeyboardInterrupt, SystemExit) as exc:
-            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-            if isinstance(exc, SystemExit) and exc.code not in (None, 0, 1):
+            signum = _interrupt_signal(exc)
+            if signum is None:
                 raise
-            reason = f"interrupted by {signal.Signals(signum).name}; no results written"
-            print(f"error: {output_dir}: {reason}", file=sys.stderr)
-            _record_failure(output_dir, variant, reason)
+            print(f"error: {output_dir}: {failure_reason(exc, output_dir)}", file=sys.stderr)
             if in_sweep:
                 from .hydra_callbacks import report_sweep
 
                 report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
             sys.exit(128 + int(signum))
         except Exception as exc:
-            reason = one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
-            print(f"error: {reason}", file=sys.stderr)
+            print(f"error: {failure_reason(exc, output_dir)}", file=sys.stderr)
             if not in_sweep:
                 sys.exit(2)
-            _record_failure(output_dir, variant, reason)
             return None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        folder.release()
     if results is None:
         return None
     log.info(format_summary(results))

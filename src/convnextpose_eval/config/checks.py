@@ -16,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ..errors import ConfigError
+from ..errors import ConfigError, command
+from .compose import no_such_setting
 from .schema import PRECISIONS, Backend, EvalConfig, VariantConfig
 
 PROTOCOLS = (1, 2)
@@ -99,12 +100,13 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     cfg = _without_hydra(cfg)
     unknown = _unknown_key(cfg, EvalConfig)
     if unknown:
-        raise ConfigError(f"{unknown}: no such setting (python run_eval.py --help lists them all)")
+        raise ConfigError(no_such_setting(unknown))
     try:
         settings: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except MissingMandatoryValue as exc:
         if exc.full_key == "data.root":
-            raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), or run experiment=demo") from None
+            raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), "
+                              f"or try the demo on the bundled synthetic sample: {command()} -m experiment=demo") from None
         raise ConfigError(f"{exc.full_key}: must be set") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'configuration'}: {str(exc).splitlines()[0]}") from None

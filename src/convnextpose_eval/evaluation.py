@@ -53,6 +53,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
@@ -359,10 +360,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if results is None:
-        return None
+    if results is not None:
+        log_summary(results, output_dir)
+    return results
+
+
+def log_summary(results: dict[str, Any], output_dir: Path) -> None:
+    """The summary table, the oracle verdict and where results.json is: on the console and in the run's log."""
     log.info(format_summary(results))
     if results.get("oracle"):
         log.info(oracle_verdict(results))
     log.info(f"results: {output_dir / RESULTS_FILE}")
-    return results

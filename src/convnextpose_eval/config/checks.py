@@ -23,13 +23,18 @@ from .schema import PRECISIONS, Backend, EvalConfig, VariantConfig
 PROTOCOLS = (1, 2)
 
 
+def quoted_value(value: str) -> str:
+    """``value`` as one quoted string in Hydra's override grammar (any path: spaces, ``~``, ``,``, ``=``)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def quote_home_paths(overrides: Sequence[str]) -> list[str]:
     """Quote values that start with ``~`` (``data.root=~/h36m``), which Hydra's override grammar rejects."""
     quoted = []
     for override in overrides:
         key, sep, value = override.partition("=")
         if sep and value.startswith("~") and not key.startswith(("~", "hydra.")):
-            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            value = quoted_value(value)
         quoted.append(f"{key}{sep}{value}")
     return quoted
 

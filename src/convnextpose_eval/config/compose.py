@@ -70,6 +70,18 @@ def no_such_option(group: str, option: str, options: Sequence[str]) -> str:
     return f"{group}={option}: no such option{guess} ({group} is one of {', '.join(ordered)})"
 
 
+def sweep_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that give several values (``variant=XS,S``): a sweep, for ``-m``; [] when none or unparsable."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except HydraException:
+        return []
+    return [o.input_line for o in parsed if o.is_sweep_override()]
+
+
 def composition_error(overrides: Sequence[str]) -> str | None:
     """One line saying why these command-line overrides do not compose, or None when they do.
 

@@ -118,3 +118,18 @@ def register_help_resolvers() -> None:
 
     OmegaConf.register_new_resolver("convnextpose_eval.settings", settings, replace=True)
     OmegaConf.register_new_resolver("convnextpose_eval.command", command, replace=True)
+
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def command_help(doc: str, overrides: Sequence[str]) -> str:
+    """The ``--help`` page of a command that takes the evaluation's overrides (bench, export): what it does,
+    then every setting with its value as composed from ``overrides``."""
+    from ..errors import command
+    from .compose import compose_config, composition_error
+
+    given = [o for o in overrides if o not in HELP_FLAGS and not o.startswith("-")]
+    cfg = None if composition_error(given) else compose_config(given)
+    return (f"{doc.strip()}\n\nSettings: the overrides of `{command()}` (`{command()} --help` has the commands), "
+            f"here with the values they compose to:\n\n{settings_help(cfg)}")

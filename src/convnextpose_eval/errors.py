@@ -33,7 +33,7 @@ class SweepError(EvalError):
         self.completed = list(completed or [])
 
 
-# How hints name the evaluation command. The entry points set it to what the user typed (``python run_eval.py``,
+# How hints name the evaluation command (hints put a whole command in backticks, to be copied as it is). The entry points set it to what the user typed (``python run_eval.py``,
 # ``convnextpose-eval``); elsewhere (the Python API, bench, export) it is the form that works from any folder.
 _command = ["python -m convnextpose_eval"]
 

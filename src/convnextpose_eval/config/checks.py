@@ -111,7 +111,7 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     except MissingMandatoryValue as exc:
         if exc.full_key == "data.root":
             raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), "
-                              f"or try the demo on the bundled synthetic sample: {command()} -m experiment=demo") from None
+                              f"or try the demo on the bundled synthetic sample: `{command()} -m experiment=demo`") from None
         raise ConfigError(f"{exc.full_key}: must be set") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'configuration'}: {str(exc).splitlines()[0]}") from None

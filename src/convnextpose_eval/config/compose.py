@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -53,7 +54,7 @@ def no_such_setting(key: str) -> str:
 
     best = closest_setting(key)
     guess = f"; did you mean {best}?" if best and best != key else ""
-    return f"{key}: no such setting{guess} ({command()} --help lists them all)"
+    return f"{key}: no such setting{guess} (`{command()} --help` lists them all)"
 
 
 # Variant names are sizes: options are listed smallest first, other options alphabetically after them.
@@ -100,7 +101,7 @@ def composition_error(overrides: Sequence[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides(plain)
         swept = [o for o in parsed if o.is_sweep_override()]
         if swept and not {"-m", "--multirun"} & set(overrides):
-            return f"{swept[0].input_line}: several values make a sweep, which needs -m ({command()} -m {' '.join(plain)})"
+            return f"{swept[0].input_line}: several values make a sweep, which needs -m: `{command()} -m {shlex.join(plain)}`"
         first = {o.input_line: f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in swept}
         compose_config([first.get(o.input_line, o.input_line) for o in parsed])
         for sweep in swept:  # each further value of a swept key, the others at their first

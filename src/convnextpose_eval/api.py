@@ -273,7 +273,7 @@ def evaluate_sweep(*overrides: str, sweep_dir: PathLike | None = None) -> SweepR
     SweepError says which failed and why; its ``completed`` holds the Results of the others.
     """
     arguments = _arguments(overrides, "hydra.sweep.dir", sweep_dir)
-    problem = composition_error(["-m", *arguments])
+    problem = composition_error(arguments)
     if problem:
         raise ConfigError(problem)
     sweep_dirs: set[Path] = set()

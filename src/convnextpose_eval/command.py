@@ -8,6 +8,7 @@ The Hydra entry function lives here, inside the package, so an installed copy ev
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 import warnings
 
@@ -15,10 +16,10 @@ import hydra
 from omegaconf import DictConfig
 
 from .config.checks import quote_home_paths
-from .config.compose import CONFIG_MODULE, CONFIG_NAME, composition_error
+from .config.compose import CONFIG_MODULE, CONFIG_NAME, composition_error, sweep_overrides
 from .config.help import register_help_resolvers
 from .config.schema import register_schema
-from .errors import set_command
+from .errors import command, set_command
 
 SUBCOMMANDS = {
     "inspect": "convnextpose_eval.inspect",
@@ -28,6 +29,7 @@ SUBCOMMANDS = {
 }
 # Arguments that make Hydra print something instead of running: nothing to check up front.
 _SHOW_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+_SWEEP_FLAGS = {"-m", "--multirun"}
 
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")
@@ -58,6 +60,10 @@ def evaluate_command(argv: list[str]) -> int:
     register_help_resolvers()
     argv = quote_home_paths(argv)
     if not _SHOW_FLAGS & set(argv):
+        swept = sweep_overrides(argv)
+        if swept and not _SWEEP_FLAGS & set(argv):
+            print(f"error: {swept[0]}: several values make a sweep, which needs -m: `{command()} -m {shlex.join(argv)}`", file=sys.stderr)
+            return 2
         problem = composition_error(argv)
         if problem:
             print(f"error: {problem}", file=sys.stderr)

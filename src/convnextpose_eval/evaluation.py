@@ -122,11 +122,6 @@ def build_evaluator(settings: EvalConfig) -> PoseEvaluator:
     """
     data = settings.data
     if data.synthetic:
-        sample_dir = settings.paths.sample_dir
-        if data.root != sample_dir and not (data.root / SAMPLE_MARKER).is_file():
-            raise ConfigError(f"data.root={data.root}: not a generated synthetic sample (no {SAMPLE_MARKER}); data=sample and "
-                              f"experiment=demo generate theirs only at paths.sample_dir ({sample_dir}): drop data.root, "
-                              "or set paths.sample_dir=DIR to generate one in DIR")  # fmt: skip
         ensure_sample(data.root, variants=variant_table(settings))
     ckpt_path = onnx_file = None
     if settings.backend is Backend.onnxruntime:

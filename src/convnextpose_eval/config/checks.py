@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from ..errors import ConfigError, command
 from .compose import no_such_setting
-from .schema import PRECISIONS, Backend, EvalConfig, VariantConfig
+from .schema import PRECISIONS, SAMPLE_MARKER, Backend, EvalConfig, VariantConfig
 
 PROTOCOLS = (1, 2)
 
@@ -142,6 +142,11 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
         _require(bool(data.corrupt_s9_sequences), "data.skip_corrupt_s9=true but data.corrupt_s9_sequences is empty")
     _require(data.root.is_dir() or data.synthetic,
              f"{data.root}: data root does not exist (data.root must hold annotations/ and images/)")  # fmt: skip
+    if data.synthetic:  # generated on first use, but only where the sample belongs: never at an arbitrary data.root
+        _require(data.root == settings.paths.sample_dir or (data.root / SAMPLE_MARKER).is_file(),
+                 f"data.root={data.root}: not a generated synthetic sample (no {SAMPLE_MARKER}); data=sample and "
+                 f"experiment=demo generate theirs only at paths.sample_dir ({settings.paths.sample_dir}): drop data.root, "
+                 "or set paths.sample_dir=DIR to generate one in DIR")  # fmt: skip
     if settings.ckpt_path is not None:
         _require(settings.ckpt_path.exists(), f"{settings.ckpt_path}: no such file or directory (ckpt_path)")
     if settings.backend is Backend.onnxruntime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -84,26 +83,31 @@ def sweep_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def composition_error(overrides: Sequence[str]) -> str | None:
-    """One line saying why these command-line overrides do not compose, or None when they do.
+    """One line saying why these command-line overrides do not compose or, for a single run, do not pass
+    the value checks (:func:`checked_config`); None when they do.
 
     Hydra reports a bad override (``flip_test=maybe``, ``data.batch_size=x``, a misspelt key) in several
     lines; this composes once up front to say it in one, with the closest setting or option for a typo.
-    A sweep (``variant=XS,S``) is tried with each swept key's first value.
+    A sweep (``variant=XS,S``) is composed with each swept value; its jobs check their values themselves.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    from ..errors import command
-
     plain = [o for o in overrides if not o.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(plain)
         swept = [o for o in parsed if o.is_sweep_override()]
-        if swept and not {"-m", "--multirun"} & set(overrides):
-            return f"{swept[0].input_line}: several values make a sweep, which needs -m: `{command()} -m {shlex.join(plain)}`"
         first = {o.input_line: f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in swept}
-        compose_config([first.get(o.input_line, o.input_line) for o in parsed])
+        cfg = compose_config([first.get(o.input_line, o.input_line) for o in parsed])
+        if not swept:  # a single run: its value checks too, before Hydra makes a run folder or anything is imported
+            from ..errors import ConfigError
+            from .checks import checked_config
+
+            try:
+                checked_config(cfg)
+            except ConfigError as exc:
+                return str(exc)
         for sweep in swept:  # each further value of a swept key, the others at their first
             for value in list(sweep.sweep_string_iterator())[1:]:
                 compose_config([f"{o.get_key_element()}={value}" if o is sweep else first.get(o.input_line, o.input_line) for o in parsed])

@@ -81,14 +81,14 @@ def settings_help(cfg: DictConfig | None = None) -> str:
     general: list[str] = []
     for name, doc, section in _fields(EvalConfig):
         if section and "." not in name:
-            lines += ["", f"{name}: {doc}"]
+            lines += ["", f"[{name}] {doc}"]
             continue
         if section:
             continue
         entry = f"{name}={_shown(cfg, name)}" if cfg is not None and "<" not in name else name
         text = f"  {entry:<{_NAME_WIDTH}} {doc}" if len(entry) < _NAME_WIDTH else f"  {entry}  {doc}"
         (general if "." not in name else lines).append(text)
-    return "\n".join(["general:", *general, *lines])
+    return "\n".join(["[general]", *general, *lines])
 
 
 def closest(word: str, choices: Sequence[str]) -> str | None:

@@ -56,6 +56,8 @@ class KeyStyle(Enum):
 
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
+# The file that marks a folder as a generated synthetic sample (convnextpose_eval.sample writes it).
+SAMPLE_MARKER = "SYNTHETIC_SAMPLE.json"
 
 
 def setting(doc: str, default: Any = MISSING, factory: Any = None) -> Any:

@@ -41,7 +41,13 @@ class RunInterrupted(BaseException):
         self.signum = signum
 
 
+# Signals received by this process's run: RunInterrupted raised inside library code can surface as that
+# code's own error when its clean-up fails half-way (OmegaConf does), so the record says what happened.
+_received: list[int] = []
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise RunInterrupted(signum)
 
 
@@ -255,6 +261,8 @@ def _interrupt_signal(exc: BaseException) -> int | None:
     """The signal a run was stopped by (SIGINT for Ctrl-C, SIGTERM for an exit request), or None for a failure."""
     if isinstance(exc, RunInterrupted):
         return exc.signum
+    if _received:
+        return _received[-1]
     if isinstance(exc, KeyboardInterrupt):
         return int(signal.SIGINT)
     if isinstance(exc, SystemExit) and exc.code in (None, 0, 1):
@@ -338,25 +346,26 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    _received.clear()
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
             results = evaluate_in_folder(cfg, output_dir, in_sweep)
-        except (RunInterrupted, KeyboardInterrupt, SystemExit) as exc:
+        except BaseException as exc:
             signum = _interrupt_signal(exc)
             if signum is None:
-                raise
+                if not isinstance(exc, Exception):
+                    raise
+                print(f"error: {failure_reason(exc, output_dir)}", file=sys.stderr)
+                if not in_sweep:
+                    sys.exit(2)
+                return None
             print(f"error: {output_dir}: {failure_reason(exc, output_dir)}", file=sys.stderr)
             if in_sweep:
                 from .hydra_callbacks import report_sweep
 
                 report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
             sys.exit(128 + int(signum))
-        except Exception as exc:
-            print(f"error: {failure_reason(exc, output_dir)}", file=sys.stderr)
-            if not in_sweep:
-                sys.exit(2)
-            return None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

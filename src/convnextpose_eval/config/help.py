@@ -126,10 +126,15 @@ HELP_FLAGS = ("-h", "--help")
 def command_help(doc: str, overrides: Sequence[str]) -> str:
     """The ``--help`` page of a command that takes the evaluation's overrides (bench, export): what it does,
     then every setting with its value as composed from ``overrides``."""
+    from hydra.errors import HydraException
+
     from ..errors import command
-    from .compose import compose_config, composition_error
+    from .compose import compose_config
 
     given = [o for o in overrides if o not in HELP_FLAGS and not o.startswith("-")]
-    cfg = None if composition_error(given) else compose_config(given)
+    try:
+        cfg: DictConfig | None = compose_config(given)
+    except (HydraException, OmegaConfBaseException):  # a bad override: the page lists the settings without values
+        cfg = None
     return (f"{doc.strip()}\n\nSettings: the overrides of `{command()}` (`{command()} --help` has the commands), "
             f"here with the values they compose to:\n\n{settings_help(cfg)}")

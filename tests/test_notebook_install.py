@@ -83,7 +83,9 @@ def test_installed_copy_evaluates_in_a_notebook_through_the_api_and_the_module(e
     NotebookClient(notebook, timeout=300, kernel_name=KERNEL, resources={"metadata": {"path": str(elsewhere)}}).execute()
     where, api_cell, to_dict_cell, module_cell, script_cell, picture_cell = (cell["outputs"] for cell in notebook.cells)
 
-    assert Path(_stream(where).strip()).is_relative_to(venv), _stream(where)
+    installed = Path(_stream(where).strip())
+    assert installed.is_relative_to(venv), _stream(where)
+    assert (installed.parent / "py.typed").is_file(), "the package ships its type hints (PEP 561)"
 
     from_api, from_module = (json.loads((run / "results.json").read_text(encoding="utf-8")) for run in (run_api, run_cli))
     assert json.loads(_stream(to_dict_cell)) == from_api, "to_dict() must equal the run's results.json"

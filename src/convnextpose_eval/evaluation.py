@@ -306,7 +306,7 @@ def _drop_empty_log(output_dir: Path) -> None:
 def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False) -> dict[str, Any] | None:
     """Check the config, take the run folder, evaluate; raise the tool's errors (EvalError) as they come.
 
-    What a failure leaves: once the folder is this run's (locked and cleared), ``failure.json`` saying why
+    What a failure leaves: once the folder is this run's (locked, and cleared of this tool's earlier files), ``failure.json`` saying why
     and no empty log; before that, nothing (the folder Hydra made is removed) unless the job is part of a
     sweep, whose report lists every job. The Python API and :func:`run_job` both run through here.
     """
@@ -316,8 +316,8 @@ def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False
     try:
         settings = checked_config(cfg)
         folder.acquire()
+        folder.clear_previous_results()  # refuses a folder holding someone else's files: nothing is written there
         taken = True
-        folder.clear_previous_results()
         return evaluate(settings, output_dir)
     except BaseException as exc:
         if isinstance(exc, SystemExit) and _interrupt_signal(exc) is None:

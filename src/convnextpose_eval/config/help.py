@@ -54,16 +54,14 @@ def setting_names() -> list[str]:
     return [name for name, _, _ in _fields(EvalConfig) if name not in _TABLES.values()]
 
 
-def _shown(cfg: DictConfig | None, name: str) -> str:
+def _shown(cfg: DictConfig, name: str) -> str:
     """The setting's value in ``cfg`` as a command line would write it; ``???`` when it must be given."""
-    if cfg is None or "<" in name:
-        return ""
     try:
         value = OmegaConf.select(cfg, name, throw_on_missing=True)
     except MissingMandatoryValue:
         return "???"
-    except OmegaConfBaseException:  # an interpolation that cannot resolve here is shown as it is written
-        return str(OmegaConf.to_container(cfg, resolve=False).get(name, "?")) if "." not in name else "?"
+    except OmegaConfBaseException:  # an interpolation that cannot resolve outside a run (none do today)
+        return "?"
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value, resolve=True)
     if value is None:

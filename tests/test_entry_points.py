@@ -146,6 +146,7 @@ def test_every_hint_runs_as_printed(eval_root_with_sample, tmp_path):
     """Each command the tool suggests in its messages on the sample, run exactly as printed."""
     scenarios = [
         ((), MODULE),                                             # no data.root: try the demo
+        (("experiment=demo",), MODULE),                           # the demo without -m: one variant=auto run
         (("experiment=demo", "variant=XS,S", "data.protocol=1"), MODULE),  # a sweep without -m
         (("varient=XS",), MODULE),                                # a typo: the help page
         (("varient=XS",), None),                                  # the same through run_eval.py

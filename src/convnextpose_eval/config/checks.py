@@ -149,6 +149,10 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
                  "or set paths.sample_dir=DIR to generate one in DIR")  # fmt: skip
     if settings.ckpt_path is not None:
         _require(settings.ckpt_path.exists(), f"{settings.ckpt_path}: no such file or directory (ckpt_path)")
+    elif settings.variant.name == "auto" and settings.backend is Backend.pytorch and not settings.oracle:
+        demo = f"; the demo runs all four on the sample: `{command()} -m experiment=demo`" if data.synthetic else ""
+        raise ConfigError(f"variant=auto reads the architecture from a checkpoint: give ckpt_path=FILE_OR_DIR, "
+                          f"or choose variant=XS|S|M|L for the released file{demo}")  # fmt: skip
     if settings.backend is Backend.onnxruntime:
         _require(settings.onnx_path is not None, "backend=onnxruntime needs onnx_path=FILE.onnx (or a folder of ConvNeXtPose_<V>.onnx files)")
         _require(settings.onnx_path.exists(), f"{settings.onnx_path}: no such file or directory (onnx_path)")

@@ -114,7 +114,7 @@ def test_evaluate_sweep_runs_every_job_and_names_the_failed_one(api_root, tmp_pa
     with pytest.raises(SweepError) as caught:
         evaluate_sweep(*SMALL_RUN[:1], "variant=XS,auto", *SMALL_RUN[2:], sweep_dir=sweep_dir)
     message = str(caught.value)
-    assert message.startswith("1 of 2 jobs failed: auto (") and "give ckpt_path=FILE_OR_DIR" in message and "\n" not in message, message
+    assert message.startswith("1 of 2 jobs failed: auto (") and "ckpt_path=FILE_OR_DIR" in message and "\n" not in message, message
     assert isinstance(caught.value, EvalError)
     [xs] = caught.value.completed
     assert xs.variant == "XS" and xs.to_dict() == read_json(sweep_dir / "0_XS" / "results.json")

@@ -257,7 +257,7 @@ def evaluate(*overrides: str, run_dir: PathLike | None = None) -> Results:
     swept = sweep_overrides(arguments)
     if swept:
         raise ConfigError(f"{swept[0]}: several values make a sweep; run it with evaluate_sweep(...)")
-    problem = composition_error(arguments)
+    problem = composition_error(arguments, check_values=True)
     if problem:
         raise ConfigError(problem)
     with _quiet():
@@ -273,7 +273,7 @@ def evaluate_sweep(*overrides: str, sweep_dir: PathLike | None = None) -> SweepR
     SweepError says which failed and why; its ``completed`` holds the Results of the others.
     """
     arguments = _arguments(overrides, "hydra.sweep.dir", sweep_dir)
-    problem = composition_error(arguments)
+    problem = composition_error(["-m", *arguments])
     if problem:
         raise ConfigError(problem)
     sweep_dirs: set[Path] = set()

@@ -64,7 +64,7 @@ def evaluate_command(argv: list[str]) -> int:
         if swept and not _SWEEP_FLAGS & set(argv):
             print(f"error: {swept[0]}: several values make a sweep, which needs -m: `{command()} -m {shlex.join(argv)}`", file=sys.stderr)
             return 2
-        problem = composition_error(argv)
+        problem = composition_error(argv, check_values=True)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2

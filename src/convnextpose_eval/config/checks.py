@@ -149,10 +149,7 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
                  "or set paths.sample_dir=DIR to generate one in DIR")  # fmt: skip
     if settings.ckpt_path is not None:
         _require(settings.ckpt_path.exists(), f"{settings.ckpt_path}: no such file or directory (ckpt_path)")
-    elif settings.variant.name == "auto" and settings.backend is Backend.pytorch and not settings.oracle:
-        demo = f"; the demo runs all four on the sample: `{command()} -m experiment=demo`" if data.synthetic else ""
-        raise ConfigError(f"variant=auto reads the architecture from a checkpoint: give ckpt_path=FILE_OR_DIR, "
-                          f"or choose variant=XS|S|M|L for the released file{demo}")  # fmt: skip
+
     if settings.backend is Backend.onnxruntime:
         _require(settings.onnx_path is not None, "backend=onnxruntime needs onnx_path=FILE.onnx (or a folder of ConvNeXtPose_<V>.onnx files)")
         _require(settings.onnx_path.exists(), f"{settings.onnx_path}: no such file or directory (onnx_path)")
@@ -167,3 +164,12 @@ def _check_bands(bands: list[Any]) -> None:
     for band in bands:
         ok = isinstance(band, (list, tuple)) and len(band) == 2 and isinstance(band[0], (int, float)) and isinstance(band[1], str)
         _require(ok, f"report.tolerance_bands: {band!r} is not a [millimetres, name] pair")
+
+
+def check_single_run(settings: EvalConfig) -> None:
+    """What one run needs beyond valid settings, checked before Hydra makes its folder: ``variant=auto``
+    needs a checkpoint to read the architecture from (on the sample, the demo is the sweep over all four)."""
+    if settings.variant.name == "auto" and settings.ckpt_path is None and settings.backend is Backend.pytorch and not settings.oracle:
+        demo = f"; the demo runs all four on the sample: `{command()} -m experiment=demo`" if settings.data.synthetic else ""
+        raise ConfigError(f"variant=auto reads the architecture from a checkpoint: give ckpt_path=FILE_OR_DIR, "
+                          f"or choose variant=XS|S|M|L for the released file{demo}")  # fmt: skip

@@ -82,13 +82,14 @@ def sweep_overrides(overrides: Sequence[str]) -> list[str]:
     return [o.input_line for o in parsed if o.is_sweep_override()]
 
 
-def composition_error(overrides: Sequence[str]) -> str | None:
-    """One line saying why these command-line overrides do not compose or, for a single run, do not pass
-    the value checks (:func:`checked_config`); None when they do.
+def composition_error(overrides: Sequence[str], check_values: bool = False) -> str | None:
+    """One line saying why these command-line overrides do not compose or, with ``check_values`` and for a
+    single run, do not pass the value checks (:func:`checked_config`: before Hydra makes a run folder or
+    anything heavy is imported; a sweep's jobs check their own); None when they do.
 
     Hydra reports a bad override (``flip_test=maybe``, ``data.batch_size=x``, a misspelt key) in several
     lines; this composes once up front to say it in one, with the closest setting or option for a typo.
-    A sweep (``variant=XS,S``) is composed with each swept value; its jobs check their values themselves.
+    A sweep (``-m``, ``variant=XS,S``) is composed with each swept value; its jobs check their values themselves.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
@@ -100,12 +101,12 @@ def composition_error(overrides: Sequence[str]) -> str | None:
         swept = [o for o in parsed if o.is_sweep_override()]
         first = {o.input_line: f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in swept}
         cfg = compose_config([first.get(o.input_line, o.input_line) for o in parsed])
-        if not swept:  # a single run: its value checks too, before Hydra makes a run folder or anything is imported
+        if check_values and not swept and not {"-m", "--multirun"} & set(overrides):
             from ..errors import ConfigError
-            from .checks import checked_config
+            from .checks import check_single_run, checked_config
 
             try:
-                checked_config(cfg)
+                check_single_run(checked_config(cfg))
             except ConfigError as exc:
                 return str(exc)
         for sweep in swept:  # each further value of a swept key, the others at their first

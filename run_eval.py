@@ -7,7 +7,13 @@
 
 import sys
 
-from convnextpose_eval.command import main
+from convnextpose_eval.command import main as run_command
+
+
+def main() -> int:
+    """What ``python run_eval.py ARGS`` runs; its hints name the command so."""
+    return run_command(prog="python run_eval.py")
+
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python run_eval.py"))
+    sys.exit(main())

@@ -238,11 +238,13 @@ def eval_root_with_sample(sample_eval_root, tmp_path_factory) -> Callable[[str],
 @pytest.fixture(scope="session")
 def demo_sweep_p1(eval_root_with_sample) -> Path:
     """The README's demo sweep, all four variants, on protocol 1 with a fresh crop cache: the PyTorch run
-    that the sweep-report tests read and that the ONNX Runtime runs are compared with. Read-only."""
+    that the sweep-report tests read and that the ONNX Runtime runs are compared with; tracked with MLflow
+    (the tracking tests read its store). Read-only."""
     from cli import run_cli
 
     root = eval_root_with_sample("demo_sweep")
     sweep = root / "sweep"
-    done = run_cli(root, "-m", "experiment=demo", "data.protocol=1", f"paths.cache_dir={root / 'fresh_cache'}", f"hydra.sweep.dir={sweep}")
+    done = run_cli(root, "-m", "experiment=demo", "data.protocol=1", "logger=mlflow", f"paths.cache_dir={root / 'fresh_cache'}",
+                   f"hydra.sweep.dir={sweep}")  # fmt: skip
     assert done.returncode == 0, done.describe()
     return sweep

@@ -31,6 +31,14 @@ def api_root(eval_root_with_sample, monkeypatch_module) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def default_command_name(monkeypatch) -> None:
+    """Hints name the command as ``python -m convnextpose_eval`` from Python, whatever another test's entry point set."""
+    from convnextpose_eval import errors
+
+    monkeypatch.setattr(errors, "_command", ["python -m convnextpose_eval"])
+
+
 @pytest.fixture()
 def empty_root(tmp_path, monkeypatch) -> Path:
     """A project root with nothing in it: refusals must leave it so."""

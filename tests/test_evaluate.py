@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from cli import run_cli, start_cli, wait_for
+from tracking_readers import assert_tensorboard_matches, csv_logged, expected_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +55,10 @@ def assert_same_scores(a: dict, b: dict, tol: float) -> None:
 
 @pytest.fixture(scope="module")
 def single_xs(env_root) -> dict:
-    """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process."""
+    """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process,
+    tracked with TensorBoard."""
     out = env_root / "single_xs"
-    done = run_cli(env_root, *XS_P1, f"hydra.run.dir={out}")
+    done = run_cli(env_root, *XS_P1, "logger=tensorboard", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.describe()
     return read(out / "results.json")
 
@@ -71,16 +74,24 @@ def test_single_run_counts_every_image_once(env_root, single_xs):
     assert all(len(p["joint_cam"]) == 17 for p in predictions)
 
 
+def test_single_run_is_tracked_in_tensorboard(env_root, single_xs):
+    assert_tensorboard_matches(env_root / "single_xs")
+
+
 def test_ddp_two_processes_equal_one_process(env_root, single_xs):
     out = env_root / "ddp_xs"
-    done = run_cli(env_root, *XS_P1, *DDP, f"hydra.run.dir={out}")
+    done = run_cli(env_root, *XS_P1, *DDP, "logger=csv", f"hydra.run.dir={out}")
     assert done.returncode == 0, done.describe()
     results = read(out / "results.json")
     assert results["throughput"]["devices"] == 2
     assert_same_scores(results, single_xs, tol=1e-4)
+    # Tracked once, by rank 0, into the folder the launching process named: one CSV file with one row.
+    logged, folder = csv_logged(out)
+    assert logged == expected_metrics(results) and folder == out / "csv" / "version_0"
+    assert yaml.safe_load((folder / "hparams.yaml").read_text())["trainer"]["strategy"] == "ddp"
     predictions = read(out / "predictions.json")
     assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(env_root / "single_xs" / "predictions.json")]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["csv", "predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -11,12 +11,15 @@ from matplotlib.colors import to_rgb
 
 from convnextpose_eval.errors import EvalError
 from convnextpose_eval.human36m import ACTION_NAMES
+from convnextpose_eval.report.paper import ORACLE_WARNING, SYNTHETIC_WARNING
 from convnextpose_eval.report.worst_cases import (
     GROUND_TRUTH_COLOUR,
     PREDICTION_COLOUR,
     WorstCase,
+    WARNING_COLOUR,
     WorstCaseError,
     render_worst_cases,
+    run_caption,
 )
 
 SIDE = 96
@@ -164,3 +167,44 @@ def test_malformed_case_is_one_line_naming_the_image(changes, match):
 def test_none_or_too_many_cases_are_refused(count):
     with pytest.raises(WorstCaseError, match="1 to 12"):
         render_worst_cases([make_case(i % 12) for i in range(count)])
+
+
+def _results(**changes) -> dict:
+    """The fields of results.json the caption reads."""
+    results = {"variant": "L", "protocol": 2, "num_samples": 8695, "use_gt_info": False, "synthetic": False, "oracle": False,
+               "checkpoint": {"path": "/ckpts/ConvNeXtPose_L.tar", "sha256": "0123456789abcdef" * 4, "epoch": 83},
+               "inference": {"backend": "pytorch", "onnx": None}}  # fmt: skip
+    results.update(changes)
+    return results
+
+
+def _title_band(png: bytes) -> np.ndarray:
+    """The picture above the first panel's crop: title and caption, without the panels' own titles' colours."""
+    image = decode(png)
+    _, top, _, _ = crop_box(image, crop_colour(0))
+    return image[: top - 40]
+
+
+def test_caption_names_variant_weights_and_markers():
+    from io import BytesIO
+
+    from PIL import Image
+
+    cases = [make_case(i) for i in range(12)]
+    png = render_worst_cases(cases, run_caption(_results(synthetic=True, oracle=True)))
+    description = Image.open(BytesIO(png)).text["Description"]
+    for text in ("ConvNeXtPose-L", "protocol 2", "8695 test images", "RootNet boxes", "ConvNeXtPose_L.tar", "epoch 83",
+                 "sha256 0123456789ab", SYNTHETIC_WARNING, ORACLE_WARNING):  # fmt: skip
+        assert text in description, text
+    red = rgb255(WARNING_COLOUR)
+    assert np.all(np.abs(_title_band(png).astype(np.float64) - red) <= 12, axis=-1).sum() > 200, "the markers are drawn in red"
+    plain = render_worst_cases(cases, run_caption(_results()))
+    assert not np.all(np.abs(_title_band(plain).astype(np.float64) - red) <= 12, axis=-1).any()
+    assert SYNTHETIC_WARNING not in Image.open(BytesIO(plain)).text["Description"]
+
+
+def test_caption_of_an_onnx_run_names_the_exported_file():
+    onnx = {"path": "/models/ConvNeXtPose_S.onnx", "sha256": "fedcba9876543210" * 4, "provider": "CPUExecutionProvider"}
+    caption = run_caption(_results(variant="S", checkpoint=None, inference={"backend": "onnxruntime", "onnx": onnx}))
+    assert caption.lines[1] == "ONNX model ConvNeXtPose_S.onnx (sha256 fedcba987654) on ONNX Runtime, CPUExecutionProvider"
+    assert run_caption(_results(checkpoint=None, oracle=True)).lines[1] == "no checkpoint"

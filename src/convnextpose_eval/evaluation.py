@@ -29,6 +29,7 @@ from .results.writer import ResultsWriter
 from .run_folder import RunFolder
 from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
+from .tracking import RunTracker, trainer_logger
 
 log = logging.getLogger("convnextpose_eval")
 
@@ -109,7 +110,7 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trai
         num_nodes=trainer_cfg.num_nodes,
         strategy=strategy,
         precision=trainer_cfg.precision,
-        logger=False,
+        logger=trainer_logger(callbacks),
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -218,11 +219,12 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
 
     Returns the results in the launching process, None on the other ranks of an external launch.
     """
+    tracker = RunTracker(settings, output_dir)
     module = build_evaluator(settings)
     writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
                            inference_settings(settings, module.onnx_info))  # fmt: skip
     datamodule = build_datamodule(settings, module.arch.input_size)
-    trainer = build_trainer(settings, [writer])
+    trainer = build_trainer(settings, [writer, tracker])
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped

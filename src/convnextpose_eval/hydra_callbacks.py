@@ -99,3 +99,62 @@ class OutputFolderCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_can_create(Path(str(config.hydra.sweep.dir)))
+
+
+def sweep_job_folders(config: DictConfig) -> list[tuple[int, str, Path]]:
+    """(job number, its overrides, its output folder) of every job the basic sweeper will launch.
+
+    Each job's configuration is composed as the launcher composes it, so ``hydra.sweep.subdir`` is resolved
+    with the job's own values; the timestamps come from this composition's cache, as they do for the jobs.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
+
+    loader = GlobalHydra.instance().config_loader()
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))  # type: ignore[arg-type]
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    folders = []
+    for number, job in enumerate(jobs):
+        job_config = loader.load_sweep_config(config, list(job))
+        with open_dict(job_config):
+            job_config.hydra.job.id = number
+            job_config.hydra.job.num = number
+        folder = Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
+        folders.append((number, " ".join(job), Path(os.path.normpath(folder.absolute()))))
+    return folders
+
+
+def _is_basic_sweeper(config: DictConfig) -> bool:
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    return target.endswith("BasicSweeper")
+
+
+class SweepFolderCheck(Callback):
+    """Refuse, before any job runs, a sweep whose jobs would share an output folder.
+
+    Each job clears its folder of earlier results before it starts, so two jobs in one folder (say
+    ``hydra.sweep.subdir=job``) would silently leave only the last one's results and a report listing one
+    job. Checked for Hydra's basic sweeper, whose job list is known up front.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_basic_sweeper(config):
+            return
+        seen: dict[Path, tuple[int, str]] = {}
+        for number, overrides, folder in sweep_job_folders(config):
+            if folder in seen:
+                first, first_overrides = seen[folder]
+                subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")  # type: ignore[union-attr]
+                print(
+                    f"error: hydra.sweep.subdir={subdir}: jobs #{first} ({first_overrides}) and #{number} ({overrides}) would both "
+                    f"write into {folder}, and the later would delete the earlier's results; give each job its own folder "
+                    "(leave hydra.sweep.subdir at its default, or put ${hydra.job.num} in it)",
+                    file=sys.stderr,
+                )
+                raise SystemExit(2)
+            seen[folder] = (number, overrides)

@@ -48,6 +48,15 @@ class OnnxProvider(Enum):
     cuda = "cuda"
 
 
+class LoggerKind(Enum):
+    """Where a run is tracked besides its folder (Lightning's loggers): nowhere, CSV, TensorBoard or MLflow."""
+
+    none = "none"
+    csv = "csv"
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
 class KeyStyle(Enum):
     """Head layer key names in a released file: dwconv/norm/pwconv (modern) or 0/1/2 (legacy, M and L)."""
 
@@ -173,6 +182,17 @@ class ExportConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Run tracking: the config, every figure of results.json and the pictures, sent to one logger."""
+
+    name: LoggerKind = setting("none, csv, tensorboard or mlflow", LoggerKind.none)
+    save_dir: Optional[Path] = setting("csv, tensorboard: the folder their versioned logs go under (<save_dir>/<name>/version_N); null: the run folder", None)
+    tracking_uri: Optional[str] = setting("mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else <run or sweep folder>/mlflow/mlflow.db", None)
+    experiment_name: str = setting("mlflow: the experiment the runs are filed under", "convnextpose-eval")
+    run_name: Optional[str] = setting("mlflow: the run's name; null: the run folder's name", None)
+
+
+@dataclass
 class EvalConfig:
     """The composed configuration of every command (evaluate, bench, export, inspect) and of the Python API."""
 
@@ -194,6 +214,7 @@ class EvalConfig:
     report: ReportConfig = setting("the comparison with the paper", factory=ReportConfig)
     bench: BenchConfig = setting("the speed measurement (convnextpose-eval bench)", factory=BenchConfig)
     export: ExportConfig = setting("the ONNX export (convnextpose-eval export)", factory=ExportConfig)
+    logger: LoggerConfig = setting("run tracking (logger=none|csv|tensorboard|mlflow)", factory=LoggerConfig)
 
 
 def register_schema() -> None:

@@ -124,6 +124,18 @@ class PoseMetrics(Metric):
         _check_groups(action, batch, self.num_actions, "action")
         _check_groups(subject, batch, self.num_subjects, "subject")
 
+        per_sample, unaligned = self.per_sample(pred_rel, gt_rel)
+        # One-hot products instead of index_add_: deterministic on GPUs as well.
+        group = action.long() * self.num_subjects + subject.long()
+        one_hot = F.one_hot(group, self.num_actions * self.num_subjects)
+        self.error_sum += (per_sample @ one_hot.to(torch.float64)).view_as(self.error_sum)
+        self.count += one_hot.sum(dim=0).view_as(self.count)
+        self.joint_error_sum += unaligned.sum(dim=0)
+
+    def per_sample(self, pred_rel: Tensor, gt_rel: Tensor) -> tuple[Tensor, Tensor]:
+        """Each sample's figures, the terms the totals are means of: (len(METRIC_NAMES), B) in METRIC_NAMES
+        order, and the unaligned error of each evaluated joint (B, len(eval_joints)). Float64, in mm (PCK, AUC: %)."""
+        check_poses(pred_rel, gt_rel)
         unaligned = joint_errors(pred_rel, gt_rel, "none", eval_joints=self.eval_joints)
         per_sample = torch.stack(
             (
@@ -135,12 +147,7 @@ class PoseMetrics(Metric):
                 auc3d(unaligned, PCK_THRESHOLD_MM),
             )
         )
-        # One-hot products instead of index_add_: deterministic on GPUs as well.
-        group = action.long() * self.num_subjects + subject.long()
-        one_hot = F.one_hot(group, self.num_actions * self.num_subjects)
-        self.error_sum += (per_sample @ one_hot.to(torch.float64)).view_as(self.error_sum)
-        self.count += one_hot.sum(dim=0).view_as(self.count)
-        self.joint_error_sum += unaligned.sum(dim=0)
+        return per_sample, unaligned
 
     def compute(self) -> PoseScores:
         """Sample-weighted means; any group (or the whole metric) without samples reads NaN."""

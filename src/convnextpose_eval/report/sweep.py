@@ -8,7 +8,7 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..human36m import ACTION_NAMES, EVAL_JOINT_NAMES
-from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
+from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, MLFLOW_STORE_DIR
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
 from .paper import (
     FALLBACK_BAND,
@@ -41,7 +41,7 @@ def write_sweep_report(
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: sweep folder does not exist")
-    job_dirs = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    job_dirs = [p for p in sorted(sweep_dir.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name != MLFLOW_STORE_DIR]
     if since_ns is not None:
         job_dirs = [p for p in job_dirs if _job_started_ns(p) >= since_ns]
     entries = sorted((read_entry(p, bands) for p in job_dirs), key=lambda entry: order_key(entry, papers))

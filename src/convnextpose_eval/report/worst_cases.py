@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,6 +22,7 @@ from matplotlib.patheffects import withStroke
 
 from ..errors import EvalError
 from ..human36m import EVAL_JOINTS, SKELETON
+from .paper import ORACLE_WARNING, SYNTHETIC_WARNING
 
 MAX_PANELS = 12
 COLUMNS = 4
@@ -30,8 +33,11 @@ _NUM_JOINTS = len(EVAL_JOINTS)
 _BONES = tuple((a, b) for a, b in SKELETON if a < _NUM_JOINTS and b < _NUM_JOINTS)
 _PANEL_INCHES = (3.2, 3.5)
 _LEGEND_INCHES = 0.5
-# Above the first row: the figure title, then the panels' two-line titles.
+# Above the first row: the figure title, then the panels' two-line titles; each caption line adds its own.
 _TITLE_INCHES = 0.85
+_CAPTION_LINE_INCHES = 0.22
+TITLE = "Highest-error test images"
+WARNING_COLOUR = "#d62728"
 _DPI = 100
 # A dark rim keeps both skeletons readable on light, dark and green backgrounds alike.
 _RIM = [withStroke(linewidth=3.5, foreground="black", alpha=0.6)]
@@ -70,6 +76,32 @@ class WorstCase:
                 )
 
 
+@dataclass(frozen=True)
+class RunCaption:
+    """What the picture is of, printed above the grid and stored in the PNG's text fields: which network and
+    weights (``lines``) and the markers that say the figures are not a model's accuracy (``warnings``)."""
+
+    lines: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def run_caption(results: Mapping[str, Any]) -> RunCaption:
+    """The caption of a run's picture, from its results.json: variant, test set, checkpoint or ONNX file, markers."""
+    boxes = "ground-truth boxes" if results.get("use_gt_info", True) else "RootNet boxes"
+    lines = [f"ConvNeXtPose-{results['variant']} | protocol {results['protocol']} | {results['num_samples']} test images | {boxes}"]
+    checkpoint = results.get("checkpoint")
+    onnx = (results.get("inference") or {}).get("onnx")
+    if onnx:
+        lines.append(f"ONNX model {PurePath(onnx['path']).name} (sha256 {str(onnx['sha256'])[:12]}) on ONNX Runtime, {onnx['provider']}")
+    if checkpoint:
+        epoch = f"epoch {checkpoint['epoch']}, " if checkpoint.get("epoch") is not None else ""
+        lines.append(f"checkpoint {PurePath(checkpoint['path']).name} ({epoch}sha256 {str(checkpoint['sha256'])[:12]})")
+    elif not onnx:
+        lines.append("no checkpoint")
+    warnings = [text for key, text in (("synthetic", SYNTHETIC_WARNING), ("oracle", ORACLE_WARNING)) if results.get(key)]
+    return RunCaption(tuple(lines), tuple(warnings))
+
+
 def _draw_skeleton(axes, joints_xy: np.ndarray, colour: str) -> None:
     """The bones as one collection (one artist, not one line each: drawing stays cheap), then the joints."""
     joints = np.asarray(joints_xy, dtype=np.float64)
@@ -80,20 +112,27 @@ def _draw_skeleton(axes, joints_xy: np.ndarray, colour: str) -> None:
               markeredgecolor="black", markeredgewidth=0.6)  # fmt: skip
 
 
-def render_worst_cases(cases: Sequence[WorstCase]) -> bytes:
-    """A PNG grid, four panels a row and at most three rows, in the order given (worst first)."""
+def render_worst_cases(cases: Sequence[WorstCase], caption: RunCaption = RunCaption()) -> bytes:
+    """A PNG grid, four panels a row and at most three rows, in the order given (worst first), under a title
+    that names the run (``caption``; its warnings in red). The PNG's Title and Description fields hold the same."""
     if not 1 <= len(cases) <= MAX_PANELS:
         raise WorstCaseError(f"the worst-cases picture shows 1 to {MAX_PANELS} images, got {len(cases)}")
     columns = min(COLUMNS, len(cases))
     rows = math.ceil(len(cases) / COLUMNS)
     width, height = _PANEL_INCHES
-    total_height = rows * height + _LEGEND_INCHES + _TITLE_INCHES
+    caption_inches = _CAPTION_LINE_INCHES * (len(caption.lines) + len(caption.warnings))
+    title_inches = _TITLE_INCHES + caption_inches
+    total_height = rows * height + _LEGEND_INCHES + title_inches
     # Fixed margins rather than a layout engine, which would draw the whole figure twice.
     figure = Figure(figsize=(columns * width, total_height), dpi=_DPI)
     FigureCanvasAgg(figure)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=_LEGEND_INCHES / total_height, top=1 - _TITLE_INCHES / total_height,
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=_LEGEND_INCHES / total_height, top=1 - title_inches / total_height,
                            wspace=0.08, hspace=0.22)  # fmt: skip
-    figure.suptitle("Highest-error test images", fontsize=12, y=1 - 0.12 / total_height, va="top")
+    figure.suptitle(TITLE, fontsize=12, y=1 - 0.12 / total_height, va="top")
+    # The caption's lines under the title, one text each so the warnings can be red and bold.
+    for number, (text, warning) in enumerate([(line, False) for line in caption.lines] + [(w, True) for w in caption.warnings]):
+        figure.text(0.5, 1 - (0.12 + 0.24 + number * _CAPTION_LINE_INCHES) / total_height, text, ha="center", va="top",
+                    fontsize=9, color=WARNING_COLOUR if warning else "black", fontweight="bold" if warning else "normal")  # fmt: skip
     for index, case in enumerate(cases):
         axes = figure.add_subplot(rows, columns, index + 1)
         side = case.crop.shape[0]
@@ -116,5 +155,6 @@ def render_worst_cases(cases: Sequence[WorstCase]) -> bytes:
     )  # fmt: skip
     buffer = io.BytesIO()
     # zlib level 1: a third of the encoding time of the default level for a file about 15 % larger.
-    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
+    metadata = {"Title": TITLE, "Description": "\n".join((*caption.lines, *caption.warnings))}
+    figure.savefig(buffer, format="png", metadata=metadata, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()

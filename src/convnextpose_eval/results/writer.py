@@ -1,8 +1,9 @@
 """The Lightning callback that scores every test batch once and writes the run's files on global rank 0.
 
 Results flow one way: the evaluator's ``test_step`` returns predictions, this callback turns them into
-metrics and records, writes ``predictions.json`` then ``results.json`` atomically, and hands the records
-back to the caller. Under spawned DDP the writing rank is a child process: the results travel back to the
+metrics and records, makes every file's bytes, then writes ``predictions.json``, ``worst_cases.png`` and
+``results.json`` atomically, announced by a manifest of their SHA-256 (so the next run can recognise
+what a killed one left), and hands the records back to the caller. Under spawned DDP the writing rank is a child process: the results travel back to the
 launching process through ``trainer.callback_metrics``, which Lightning returns from rank 0 by design.
 """
 
@@ -19,12 +20,14 @@ import torch
 import torch.distributed as dist
 from torchmetrics import SumMetric
 
-from ..atomic import atomic_write_bytes, atomic_write_json
+from ..atomic import errno_text, json_bytes, write_file_set
+from ..errors import EvalError
 from ..human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
-from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores, per_sample_mpjpe
-from ..report.worst_cases import WorstCase, render_worst_cases
-from .files import PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
+from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores
+from ..report.worst_cases import WorstCase, render_worst_cases, run_caption
+from .files import PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
+    TOOL_NAME,
     CheckpointInfo,
     InferenceSettings,
     ModelInfo,
@@ -67,24 +70,28 @@ class ResultsWriter(pl.Callback):
                           batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
         pred_rel, gt_rel = outputs["pred_rel"], outputs["gt_rel"]
         self.metrics.update(pred_rel, gt_rel, outputs["action"], subject_slots(outputs["subject"]))
-        errors = per_sample_mpjpe(pred_rel, gt_rel, EVAL_JOINTS).tolist()
+        per_image, joint_mpjpe = (values.tolist() for values in self.metrics.per_sample(pred_rel, gt_rel))
         cached = outputs["cached"].to(torch.float64)
         self.cache_hits.update(cached.sum())
         self.cache_misses.update((1 - cached).sum())
         # One device-to-host copy per field and batch, not per image.
-        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "pred_xy", "gt_xy")}
+        columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "subject", "pred_xy", "gt_xy")}
         joints = pred_rel[:, list(EVAL_JOINTS)].tolist()
         for i, index in enumerate(columns["index"]):
+            # Each image's own figures (the terms results.json's means are made of), for paired comparisons.
+            scores = {name: values[i] for name, values in zip(METRIC_NAMES, per_image)}
             self._rows.append({"index": index, "image_id": columns["image_id"][i], "joint_cam": joints[i],
                                "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i],
-                               _PRIVATE: {"mpjpe": errors[i], "action": columns["action"][i],
-                                          "pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
+                               "action": ACTION_NAMES[columns["action"][i]], "subject": f"S{columns['subject'][i]}",
+                               **scores, "joint_mpjpe": joint_mpjpe[i],
+                               _PRIVATE: {"pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scores = self._scores()
         hits, misses = int(self.cache_hits.compute()), int(self.cache_misses.compute())
         rows = _gather(self._rows)
         seconds = time.perf_counter() - self._started
+        failure: EvalError | None = None
         if trainer.is_global_zero:
             rows.sort(key=lambda row: row["index"])
             results = RunResults(
@@ -97,15 +104,20 @@ class ResultsWriter(pl.Callback):
                             "device": pl_module.device.type, "devices": trainer.world_size},  # fmt: skip
                 crop_cache={"hits": hits, "misses": misses},
             ).to_json()
-            atomic_write_json(self.output_dir / PREDICTIONS_FILE, [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows])
+            predictions = [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows]
+            files = [(PREDICTIONS_FILE, json_bytes(predictions))]
             if rows:
-                atomic_write_bytes(self.output_dir / WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer)))
-            atomic_write_json(self.output_dir / RESULTS_FILE, results)
-            self.results = results
-            encoded = json.dumps(results).encode("utf-8")
-            trainer.callback_metrics[RESULTS_METRIC_KEY] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
-        # Ranks started by torchrun or srun must not finish before rank 0 has written.
+                files.append((WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer), run_caption(results))))
+            files.append((RESULTS_FILE, json_bytes(results)))
+            failure = write_results(self.output_dir, files)
+            if failure is None:
+                self.results = results
+                encoded = json.dumps(results).encode("utf-8")
+                trainer.callback_metrics[RESULTS_METRIC_KEY] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+        # Ranks started by torchrun or srun must not finish before rank 0 has written (or failed to).
         trainer.strategy.barrier("results written")
+        if failure is not None:
+            raise failure
 
     def _scores(self) -> Scores:
         return scores_record(self.metrics.compute())
@@ -116,6 +128,17 @@ class ResultsWriter(pl.Callback):
             return self.results
         carried = trainer.callback_metrics.get(RESULTS_METRIC_KEY)
         return None if carried is None else json.loads(bytes(carried.to(torch.uint8).tolist()).decode("utf-8"))
+
+
+def write_results(output_dir: Path, files: list[tuple[str, bytes]]) -> EvalError | None:
+    """Write a run's files, results.json last, so that a kill at any moment leaves only what the next run
+    recognises as its own (see :func:`~convnextpose_eval.atomic.write_file_set`); a write failure removes
+    what was written and comes back as one line naming the file and the errno."""
+    try:
+        write_file_set(output_dir, files, PENDING_FILE, TOOL_NAME)
+    except OSError as exc:
+        return EvalError(f"{exc.filename}: could not be written ({errno_text(exc)}); no results were kept, so the same command can simply be run again")
+    return None
 
 
 def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,12 +180,12 @@ def scores_record(computed: PoseScores) -> Scores:
 def _worst_cases(rows: list[dict[str, Any]], trainer: pl.Trainer) -> list[WorstCase]:
     """The highest-MPJPE images with their crops, re-read from the test set (the crop store makes that cheap)."""
     dataset = trainer.datamodule.dataset
-    worst = sorted(rows, key=lambda row: -row[_PRIVATE]["mpjpe"])[:WORST_CASES]
+    worst = sorted(rows, key=lambda row: -row["mpjpe"])[:WORST_CASES]
     cases = []
     for row in worst:
         extra = row[_PRIVATE]
         crop = dataset[row["index"]]["image"].permute(1, 2, 0).numpy()
         cases.append(WorstCase(crop=crop, pred_xy=np.asarray(extra["pred_xy"]), gt_xy=np.asarray(extra["gt_xy"]),
-                               image_id=int(row["image_id"]), action=ACTION_NAMES[extra["action"]],
-                               error_mm=float(extra["mpjpe"])))  # fmt: skip
+                               image_id=int(row["image_id"]), action=row["action"],
+                               error_mm=float(row["mpjpe"])))  # fmt: skip
     return cases

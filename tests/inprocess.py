@@ -56,8 +56,7 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str) -> I
     register_schema()
     GlobalHydra.instance().clear()
     try:
-        _script().main()
-        code = 0
+        code = int(_script().main() or 0)  # a refusal before Hydra starts is returned, not raised
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     finally:

@@ -101,7 +101,7 @@ def test_config_digest_ignores_what_cannot_change_a_figure(compose):
 def test_lightning_srun_hint_is_not_printed(compose, tmp_path, monkeypatch):
     """Lightning warns wherever an ``srun`` binary is on PATH; the tool silences it where it builds the trainer."""
     from convnextpose_eval.config.checks import checked_config
-    from convnextpose_eval.evaluate import build_trainer, quiet_lightning
+    from convnextpose_eval.evaluation import build_trainer, quiet_lightning
 
     stub = tmp_path / "bin" / "srun"
     stub.parent.mkdir()

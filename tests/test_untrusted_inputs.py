@@ -314,7 +314,9 @@ def test_a_write_failure_is_one_line_and_the_same_command_then_succeeds(data, tm
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     line = assert_refused(failed, out, str(out / "worst_cases.png"), "EFBIG", problem="could not be written")
     assert "unexpected" not in line and not (out / "traceback.txt").exists()
-    assert _leftovers(out) == [], f"a failed write must leave nothing behind: {_leftovers(out)}"
+    # Nothing half-written: only failure.json, saying why the run failed.
+    assert _leftovers(out) == ["failure.json"], f"a failed write must leave nothing else behind: {_leftovers(out)}"
+    assert f"error: {read_json(out / 'failure.json')['error']}" == line
 
     # A process killed by a signal while it writes the picture (SIGXFSZ at its default action: no handler
     # runs, as with SIGKILL) leaves predictions.json without results.json, which once blocked every rerun.

@@ -17,6 +17,15 @@ from .results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
 SWEEP_START_FILE = ".sweep_started"
 
 
+class CallbackExit(SystemExit):
+    """A callback's refusal: SystemExit, since Hydra turns a callback's other exceptions into warnings;
+    ``reason`` is its one line, for callers in Python (the API), which must not exit."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code)
+        self.reason = reason
+
+
 def report_sweep(sweep_dir: Path, config: DictConfig) -> dict[str, Any]:
     """Write the sweep's three reports covering the jobs this sweep started (see :class:`SweepReport`)."""
     bands = OmegaConf.select(config, "report.tolerance_bands", default=None)
@@ -47,8 +56,9 @@ class SweepReport(Callback):
         try:
             aggregate = report_sweep(sweep_dir, config)
         except Exception as exc:  # noqa: BLE001 - Hydra would swallow it; the exit status must tell
-            print(f"sweep report for {sweep_dir} could not be written: {exc}", file=sys.stderr)
-            raise SystemExit(1) from exc
+            reason = f"sweep report for {sweep_dir} could not be written: {exc}"
+            print(reason, file=sys.stderr)
+            raise CallbackExit(1, reason) from exc
         print("Sweep report:")
         for name in (BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG):
             print(f"  {sweep_dir / name}")
@@ -59,7 +69,7 @@ class SweepReport(Callback):
         if not entries:
             print(f"no job folders found in {sweep_dir}", file=sys.stderr)
         if failed or not entries:
-            raise SystemExit(1)
+            raise CallbackExit(1, f"{len(failed)} of {len(entries)} jobs failed" if entries else f"no job folders found in {sweep_dir}")
 
 
 def _check_can_create(folder: Path) -> None:
@@ -73,8 +83,9 @@ def _check_can_create(folder: Path) -> None:
         reason = f"{ancestor} is not writable"
     else:
         return
-    print(f"error: {folder}: output folder is not writable ({reason})", file=sys.stderr)
-    raise SystemExit(2)
+    message = f"{folder}: output folder is not writable ({reason})"
+    print(f"error: {message}", file=sys.stderr)
+    raise CallbackExit(2, message)
 
 
 class OutputFolderCheck(Callback):

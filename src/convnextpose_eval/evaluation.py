@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint.fetch import locate_checkpoint
@@ -45,7 +45,13 @@ class RunInterrupted(BaseException):
         self.signum = signum
 
 
+# Signals received by this process's run: RunInterrupted raised inside library code can surface as that
+# code's own error when its clean-up fails half-way (OmegaConf does), so the record says what happened.
+_received: list[int] = []
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise RunInterrupted(signum)
 
 
@@ -262,7 +268,7 @@ def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
         pass  # the sweep report lists a job folder without results as failed anyway
 
 
-def _distributed_failure(exc: BaseException, settings: EvalConfig | None) -> str | None:
+def _distributed_failure(exc: BaseException, timeout_s: Any) -> str | None:
     """One line for a collective that timed out or lost a peer: another rank failed, was killed or never joined."""
     import torch.distributed as dist
 
@@ -270,8 +276,102 @@ def _distributed_failure(exc: BaseException, settings: EvalConfig | None) -> str
     lost = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "socket", "peer")
     if not (isinstance(exc, dist.DistError) or any(word in text.lower() for word in lost)):
         return None
-    limit = f"trainer.timeout_s={settings.trainer.timeout_s}" if settings else "trainer.timeout_s"
-    return f"another rank failed, was killed or did not answer within {limit} s ({text})"
+    return f"another rank failed, was killed or did not answer within trainer.timeout_s={timeout_s} s ({text})"
+
+
+def _interrupt_signal(exc: BaseException) -> int | None:
+    """The signal a run was stopped by (SIGINT for Ctrl-C, SIGTERM for an exit request), or None for a failure."""
+    if isinstance(exc, RunInterrupted):
+        return exc.signum
+    if _received:
+        return _received[-1]
+    if isinstance(exc, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    if isinstance(exc, SystemExit) and exc.code in (None, 0, 1):
+        return int(signal.SIGTERM)
+    return None
+
+
+def failure_reason(exc: BaseException, output_dir: Path, cfg: DictConfig, owner: bool = True) -> str:
+    """The one line a failed or interrupted run reports. An unforeseen failure leaves its traceback in the
+    folder, written by the folder's owner (global rank 0) only."""
+    signum = _interrupt_signal(exc)
+    if signum is not None:
+        notice = " (SLURM's notice that the time limit is near)" if signum == signal.SIGUSR2 else ""
+        return f"interrupted by {signal.Signals(signum).name}{notice}; no results written"
+    if isinstance(exc, EvalError):
+        return one_line(exc)
+    lost = _distributed_failure(exc, OmegaConf.select(cfg, "trainer.timeout_s", default="?"))
+    if lost:
+        return lost
+    return _internal_error(exc, output_dir) if owner else f"unexpected {type(exc).__name__}: {one_line(exc)}"
+
+
+def _log_file(output_dir: Path) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return output_dir / f"{HydraConfig.get().job.name}.log"
+
+
+def _leave_no_empty_folder(output_dir: Path) -> None:
+    """Remove the folder of a run that failed before it took it, when Hydra's ``.hydra/`` and an empty log
+    are all it holds: a refused run leaves nothing behind (any other file, a lock included, keeps it)."""
+    import shutil
+
+    log_file = _log_file(output_dir)
+    try:
+        if {p.name for p in output_dir.iterdir()} <= {".hydra", log_file.name} and not (log_file.is_file() and log_file.stat().st_size):
+            shutil.rmtree(output_dir)
+    except OSError:
+        pass
+
+
+def _drop_empty_log(output_dir: Path) -> None:
+    log_file = _log_file(output_dir)
+    if log_file.is_file() and log_file.stat().st_size == 0:
+        log_file.unlink(missing_ok=True)
+
+
+def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False) -> dict[str, Any] | None:
+    """Check the config and the launch, take the run folder, evaluate; raise the tool's errors (EvalError) as they come.
+
+    Only global rank 0 of a torchrun or srun launch locks, clears and writes the run folder; the other
+    ranks compute their shard and return None. With ``sweep.resume`` a job whose results.json matches its
+    config and checkpoint is kept, not rerun. What a failure leaves: once the folder is this run's
+    (locked, and cleared of this tool's earlier files), ``failure.json`` saying why and no empty log;
+    before that, nothing (the folder Hydra made is removed) unless the job is part of a sweep, whose
+    report lists every job. The Python API and :func:`run_job` both run through here.
+    """
+    variant = str(cfg.variant.name)
+    owner = detect_launch().rank == 0
+    folder = RunFolder(output_dir)
+    taken = False
+    try:
+        settings = checked_config(cfg)
+        check_launch(detect_launch(), settings.trainer.devices, settings.trainer.num_nodes)
+        digest = config_digest(cfg)
+        if owner:
+            folder.acquire()
+        if settings.sweep.resume:
+            kept, why = kept_results(settings, output_dir, digest)
+            log.info(f"sweep.resume: {'kept' if kept else 'running'} {output_dir.name}: {why}")
+            if kept is not None:
+                return kept if owner else None
+        if owner:
+            folder.clear_previous_results()  # refuses a folder holding someone else's files: nothing is written there
+            taken = True
+        return evaluate(settings, output_dir, digest)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and _interrupt_signal(exc) is None:
+            raise
+        if owner and (taken or in_sweep):
+            _record_failure(output_dir, variant, failure_reason(exc, output_dir, cfg))
+            _drop_empty_log(output_dir)
+        elif owner and isinstance(exc, EvalError):
+            _leave_no_empty_folder(output_dir)
+        raise
+    finally:
+        folder.release()
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any] | None:
@@ -282,9 +382,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     job) of its own and exits non-zero, so SLURM and submitit see it failed too. SIGTERM, SIGINT or
     SIGUSR2 (SLURM's warning before the time limit) stops a run or a whole sweep: the job is recorded as
     failed, a sweep writes its report of the jobs so far, and the exit status is 128 + the signal number.
-
-    Only global rank 0 of a torchrun or srun launch locks, clears and writes the run folder; the other
-    ranks print their one line and exit non-zero without touching it.
+    Ranks other than global rank 0 print their one line, prefixed with their rank, and exit non-zero.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -297,65 +395,37 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     launch = detect_launch()
     owner = launch.rank == 0
     who = "" if launch.world_size == 1 else f"rank {launch.rank} of {launch.world_size}: "
-    variant = str(cfg.variant.name)
-    folder = RunFolder(output_dir)
-    settings: EvalConfig | None = None
+    _received.clear()
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
     try:
         try:
-            settings = checked_config(cfg)
-            check_launch(launch, settings.trainer.devices, settings.trainer.num_nodes)
-            digest = config_digest(cfg)
-            kept = None
-            if owner:
-                folder.acquire()
-            if settings.sweep.resume:
-                kept, why = kept_results(settings, output_dir, digest)
-                log.info(f"sweep.resume: {'kept' if kept else 'running'} {output_dir.name}: {why}")
-            if kept is not None:
-                results = kept if owner else None
-            else:
-                if owner:
-                    folder.clear_previous_results()
-                results = evaluate(settings, output_dir, digest)
-        except (RunInterrupted, KeyboardInterrupt, SystemExit) as exc:
-            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-            if isinstance(exc, SystemExit) and exc.code not in (None, 0, 1):
-                raise
-            reason = f"interrupted by {signal.Signals(signum).name}"
-            if signum == signal.SIGUSR2:
-                reason += " (SLURM's notice that the time limit is near)"
-            reason += "; no results written"
-            print(f"error: {who}{output_dir}: {reason}", file=sys.stderr)
-            if owner:
-                _record_failure(output_dir, variant, reason)
-                if in_sweep:
-                    from .hydra_callbacks import report_sweep
-
-                    report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
-            sys.exit(128 + int(signum))
-        except Exception as exc:
-            lost = _distributed_failure(exc, settings) if not isinstance(exc, EvalError) else None
-            if isinstance(exc, EvalError):
-                reason = one_line(exc)
-            elif lost:
-                reason = lost
-            else:
-                reason = _internal_error(exc, output_dir) if owner else f"unexpected {type(exc).__name__}: {one_line(exc)}"
-            print(f"error: {who}{reason}", file=sys.stderr)
+            results = evaluate_in_folder(cfg, output_dir, in_sweep)
+        except BaseException as exc:
+            signum = _interrupt_signal(exc)
+            if signum is None:
+                if not isinstance(exc, Exception):
+                    raise
+                print(f"error: {who}{failure_reason(exc, output_dir, cfg, owner)}", file=sys.stderr)
+                if not (owner and in_sweep) or job_is_process:
+                    sys.exit(2)
+                return None
+            print(f"error: {who}{output_dir}: {failure_reason(exc, output_dir, cfg, owner)}", file=sys.stderr)
             if owner and in_sweep:
-                _record_failure(output_dir, variant, reason)
-            if not (owner and in_sweep) or job_is_process:
-                sys.exit(2)
-            return None
+                from .hydra_callbacks import report_sweep
+
+                report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
+            sys.exit(128 + int(signum))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        folder.release()
-    if results is None:
-        return None
+    if results is not None:
+        log_summary(results, output_dir)
+    return results
+
+
+def log_summary(results: dict[str, Any], output_dir: Path) -> None:
+    """The summary table, the oracle verdict and where results.json is: on the console and in the run's log."""
     log.info(format_summary(results))
     if results.get("oracle"):
         log.info(oracle_verdict(results))
     log.info(f"results: {output_dir / RESULTS_FILE}")
-    return results

@@ -84,7 +84,7 @@ def test_flip_test_maybe_is_refused_in_one_line(cli_root):
 
 def test_forced_architecture_key_is_refused_by_name(cli_root, tmp_path):
     done = run_cli(cli_root, "experiment=demo", "variant=XS", "+variant.head_channels=384", f"hydra.run.dir={tmp_path / 'run'}")
-    assert_refused(done, "error: variant.head_channels: no such setting (python run_eval.py --help lists them all)")
+    assert_refused(done, "error: variant.head_channels: no such setting; did you mean variant.head.channels? (`python run_eval.py --help` lists them all)")
     assert not (tmp_path / "run" / "results.json").exists()
 
 
@@ -173,7 +173,7 @@ def test_foreign_results_file_is_left_alone(cli_root, tmp_path):
     done = run_cli(cli_root, "experiment=demo", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}")
     assert_refused(done, f"error: {foreign}: exists and was not written by this tool; choose another hydra.run.dir")
     assert foreign.read_bytes() == before
-    assert not (out / "predictions.json").exists()
+    assert not (out / "predictions.json").exists() and not (out / "failure.json").exists(), "nothing is written into their folder"
 
 
 def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cli_root, tmp_path):

@@ -247,8 +247,8 @@ def test_two_runs_started_in_the_same_second_get_different_default_folders(compo
 
 def test_slurm_launcher_asks_one_task_per_device(compose):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = compose("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "variant=L", "data.root=/d",
-                  hydra=True)  # fmt: skip
+    cfg = compose("hydra/launcher=slurm", "trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=4", "trainer.num_nodes=2",
+                  "variant=L", "data.root=/d", hydra=True)  # fmt: skip
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["tasks_per_node"] == 4 and launcher["gpus_per_node"] == 4 and launcher["nodes"] == 2

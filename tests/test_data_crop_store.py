@@ -29,7 +29,7 @@ from convnextpose_eval.data.h36m import load_test_index
 
 SIZE = 256
 ROW_BYTES = SIZE * SIZE * 3
-RECORD_BYTES = 64
+RECORD_BYTES = 4 + 4 + 6 * 8 + 4 * 8  # checksum, flag, size, mtime, ctime, inode, width, height, box
 STORE_ROWS = 8
 
 
@@ -289,8 +289,8 @@ def _write_rows_repeatedly(store: CropStore, rounds: int, start: multiprocessing
     made = []
     for row in range(len(index)):
         width, height = (int(v) for v in index.image_size[row])
-        patch, (size, mtime_ns, inode) = fresh_crop(Path(store.image_paths[row]), index.bbox[row], width, height, store.input_size)
-        made.append((np.ascontiguousarray(patch[:, ::-1]), (size, mtime_ns - 1, inode)) if stale else (patch, (size, mtime_ns, inode)))
+        patch, (size, mtime_ns, ctime_ns, inode) = fresh_crop(Path(store.image_paths[row]), index.bbox[row], width, height, store.input_size)
+        made.append((np.ascontiguousarray(patch[:, ::-1]), (size, mtime_ns - 1, ctime_ns, inode)) if stale else (patch, (size, mtime_ns, ctime_ns, inode)))
     start.wait()
     for _ in range(rounds):
         for row, (patch, identity) in enumerate(made):

@@ -226,23 +226,16 @@ def test_second_load_is_served_from_the_cache(copy_sample_data, tmp_path: Path, 
     assert len(second) == DOCUMENTED_COUNTS[(2, False)]
 
 
-def test_touching_an_annotation_file_invalidates_the_cache(copy_sample_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_touching_an_annotation_file_keeps_its_cache_entry(copy_sample_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The key covers the content, not the modification time: a touched file holds the same bytes.
     root = copy_sample_data(tmp_path / "data")
     cache = tmp_path / "cache"
     first = load_test_index(root, 1, True, cache)
-    real = h36m._read_json
-    monkeypatch.setattr(h36m, "_read_json", _CountingParser(real, refuse=True))
-    load_test_index(root, 1, True, cache)  # still cached
-
     target = root / "annotations" / "Human36M_subject11_joint_3d.json"
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
-    with pytest.raises(AssertionError, match="parsed although"):
-        load_test_index(root, 1, True, cache)
-    counting = _CountingParser(real)
-    monkeypatch.setattr(h36m, "_read_json", counting)
+    monkeypatch.setattr(h36m, "_read_json", _CountingParser(h36m._read_json, refuse=True))
     _same(first, load_test_index(root, 1, True, cache))
-    assert counting.calls > 0
 
 
 def test_changed_annotation_content_is_seen_through_the_cache(copy_sample_data, tmp_path: Path) -> None:

@@ -365,3 +365,18 @@ def test_sweep_markdown_has_per_joint_table_and_paper_size(tmp_path: Path) -> No
     assert rows[3].split("|")[2].strip() == "13.00" and rows[3].split("|")[3].strip() == "-"
     xs = main_table_row(markdown, "XS")
     assert f"3.53 / {PAPER['XS']['params_m']:.2f}" in xs and f"{PAPER['XS']['gflops'] - 0.04:.2f} / {PAPER['XS']['gflops']:.2f}" in xs
+
+
+def test_reused_job_folder_rerun_by_this_sweep_is_reported(tmp_path: Path) -> None:
+    """Hydra rewrites ``.hydra/hydra.yaml`` in a job folder it reuses (``sweep.resume=true``): the folder's times stay old."""
+    sweep = tmp_path / "sweep"
+    job = write_job(sweep, "0", make_results("L", 50.0, 33.0))
+    write_hydra_config(job, "L", 2)
+    (job / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")
+    an_hour_ago = time.time() - 3600
+    for path in (job / ".hydra" / "hydra.yaml", job / ".hydra", job):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    since = time.time_ns() - 1_000_000_000
+    assert write_sweep_report(sweep, bands=BANDS, since_ns=since)["entries"] == []
+    (job / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")  # rewritten in place, as Hydra does
+    assert [e["job_dir"] for e in write_sweep_report(sweep, bands=BANDS, since_ns=since)["entries"]] == ["0"]

@@ -46,9 +46,10 @@ from .checkpoint.architecture import load_weights
 from .checkpoint.reader import read_checkpoint
 from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error
+from .config.help import HELP_FLAGS, command_help
 from .config.schema import Backend, EvalConfig, Strategy
 from .errors import BackendError, ConfigError, EvalError, one_line
-from .evaluate import (
+from .evaluation import (
     build_datamodule,
     build_evaluator,
     build_trainer,
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    if set(HELP_FLAGS) & set(overrides):
+        print(command_help(__doc__ or "", overrides))
+        return 0
     problem = composition_error(overrides)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -25,6 +25,29 @@ class BackendError(EvalError):
     """An exported (ONNX) model cannot be written, read, or run for the requested architecture."""
 
 
+class SweepError(EvalError):
+    """Some jobs of a sweep failed; ``completed`` holds the results of those that did not."""
+
+    def __init__(self, message: str, completed: list | None = None) -> None:
+        super().__init__(message)
+        self.completed = list(completed or [])
+
+
+# How hints name the evaluation command (hints put a whole command in backticks, to be copied as it is). The entry points set it to what the user typed (``python run_eval.py``,
+# ``convnextpose-eval``); elsewhere (the Python API, bench, export) it is the form that works from any folder.
+_command = ["python -m convnextpose_eval"]
+
+
+def command() -> str:
+    """The evaluation command as hints print it (see :func:`set_command`)."""
+    return _command[0]
+
+
+def set_command(name: str) -> None:
+    """Name the evaluation command in every hint this process prints (called once by each entry point)."""
+    _command[0] = name
+
+
 _CLASS_PREFIX = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): ")
 
 

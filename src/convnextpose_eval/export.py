@@ -27,12 +27,13 @@ from omegaconf import OmegaConf, open_dict
 
 from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error, variant_table
+from .config.help import HELP_FLAGS, command_help
 from .config.schema import Backend, EvalConfig, Strategy
 from .errors import ConfigError, EvalError, one_line
 from .backends.onnx_checks import onnx_file_name, require_onnx_packages
 from .backends.onnx_export import ExportReport, export_onnx
 from .backends.pytorch import PyTorchForward
-from .evaluate import build_datamodule, build_evaluator, quiet_lightning
+from .evaluation import build_datamodule, build_evaluator, quiet_lightning
 from .evaluator import PoseEvaluator
 from .sample.generator import ensure_sample
 
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    if set(HELP_FLAGS) & set(overrides):
+        print(command_help(__doc__ or "", overrides))
+        return 0
     problem = composition_error(overrides)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

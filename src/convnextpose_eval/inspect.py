@@ -12,7 +12,7 @@ import torch
 from .checkpoint.architecture import infer_arch, match_variant
 from .checkpoint.reader import read_checkpoint
 from .config.compose import released_variants
-from .errors import EvalError, one_line
+from .errors import EvalError, command, one_line
 from .network import ConvNeXtPose, count_parameters
 from .network.spec import specs_of
 from .sample.generator import is_sample_checkpoint
@@ -66,7 +66,7 @@ def _format(info: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the description (text or JSON); a bad file gives one ``error:`` line and exit status 2."""
-    parser = argparse.ArgumentParser(prog="python -m convnextpose_eval.inspect", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"{command()} inspect", description=__doc__)
     parser.add_argument("path", help="a ConvNeXtPose_*.tar, snapshot_N.pth(.tar), state dict, or unzipped snapshot folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

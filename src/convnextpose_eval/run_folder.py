@@ -9,8 +9,9 @@ import socket
 import time
 from pathlib import Path
 
+from .atomic import announced_files, has_content, temporary_names
 from .errors import ConfigError
-from .results.files import FAILURE_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
+from .results.files import FAILURE_FILE, PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .results.records import TOOL_NAME
 
 LOCK_FILE = ".convnextpose_eval.lock"
@@ -44,18 +45,27 @@ class RunFolder:
             self._handle = None
 
     def clear_previous_results(self) -> None:
-        """Remove results an earlier run of this tool left here; refuse to touch same-named files of anyone else."""
-        present = [self.folder / name for name in (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE, WORST_CASES_PNG)]
+        """Remove results an earlier run of this tool left here, a killed one's included; refuse to touch
+        same-named files of anyone else."""
+        announced = announced_files(self.folder, PENDING_FILE, TOOL_NAME)
+        present = [self.folder / name for name in OUR_FILES]
         present = [path for path in present if path.exists()]
         for path in present:
-            if not _written_by_us(path):
+            if not (_written_by_us(path) or (path.name in announced and has_content(path, announced[path.name]))):
                 raise ConfigError(f"{path}: exists and was not written by this tool; choose another hydra.run.dir")
-        for path in present:
-            path.unlink()
+        # What a killed write leaves besides: the temporary files of our own names, and the manifest.
+        leftovers = [tmp for name in (*OUR_FILES, PENDING_FILE) for tmp in temporary_names(self.folder, name)]
+        for path in [*present, *leftovers, self.folder / PENDING_FILE]:
+            path.unlink(missing_ok=True)
+
+
+# Every file a run writes into its folder under a fixed name (traceback.txt is replaced whole when written).
+OUR_FILES = (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE, WORST_CASES_PNG)
 
 
 def _written_by_us(path: Path) -> bool:
-    """Our JSON files carry ``"tool": "convnextpose-eval"`` (predictions.json: in a sibling results or failure file)."""
+    """Our JSON files carry ``"tool": "convnextpose-eval"`` (predictions.json and the picture: in a sibling
+    results or failure file). What a killed run left is recognised instead by the content its manifest announced."""
     if path.suffix == ".json" and path.name != PREDICTIONS_FILE:
         try:
             content = json.loads(path.read_text(encoding="utf-8"))

@@ -17,12 +17,15 @@ anything computes on it. Weights end up float32, or the file is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import itertools
 import os
 import pickle
 import re
+import shutil
+import stat
 import tarfile
 import tempfile
 import warnings
@@ -30,7 +33,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -68,9 +71,9 @@ def sha256_of(path: Path) -> str:
 
 def _archive_root(folder: Path) -> Path:
     """The folder that holds ``data.pkl``: the given one, or its single sub-folder that does."""
-    if (folder / "data.pkl").is_file():
+    if os.path.lexists(folder / "data.pkl"):
         return folder
-    candidates = [child for child in folder.iterdir() if (child / "data.pkl").is_file()]
+    candidates = [child for child in folder.iterdir() if child.is_dir() and os.path.lexists(child / "data.pkl")]
     if len(candidates) == 1:
         return candidates[0]
     if candidates:
@@ -80,6 +83,56 @@ def _archive_root(folder: Path) -> Path:
         f"{folder}: is a directory without data.pkl, so it is not an unzipped PyTorch checkpoint "
         "(pass the .tar/.pth file itself, or the snapshot_N.pth/ folder that unzipping it produced)"
     )
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _entry_status(path: Path, root: Path, file: Path) -> os.stat_result:
+    """The status of a regular file of the folder; a symlink counts only if it stays inside the folder.
+
+    A FIFO would block the read forever and a link to ``/dev/zero`` would never
+    end, so both are refused before anything is opened.
+    """
+    shown = file.relative_to(path).as_posix()
+    status = file.lstat()
+    if stat.S_ISLNK(status.st_mode):
+        target = file.resolve()
+        if not target.is_relative_to(root.resolve()):
+            raise CheckpointError(f"{path}: '{shown}' is a symlink to {target}, outside the checkpoint folder; refusing to follow it")
+        status = target.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise CheckpointError(f"{path}: '{shown}' is {_file_kind(status.st_mode)}; an unzipped checkpoint holds only regular files")
+    return status
+
+
+@contextlib.contextmanager
+def _opened_entry(path: Path, root: Path, file: Path, status: os.stat_result) -> Iterator[io.BufferedReader]:
+    """``file`` opened without blocking, and only if it is still the regular file ``status`` describes."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (status.st_dev, status.st_ino):
+            raise CheckpointError(f"{path}: '{file.relative_to(path).as_posix()}' changed while it was being read; try again")
+        yield handle
+
+
+def _read_exactly(path: Path, handle: io.BufferedReader, size: int, shown: str, sink: Callable[[bytes], Any]) -> None:
+    """Copy exactly ``size`` bytes to ``sink``: a file that grows or shrinks while it is read is refused."""
+    left = size
+    while left > 0:
+        chunk = handle.read(min(left, 1 << 20))
+        if not chunk:
+            raise CheckpointError(f"{path}: '{shown}' shrank while it was being read; try again")
+        sink(chunk)
+        left -= len(chunk)
+    if handle.read(1):
+        raise CheckpointError(f"{path}: '{shown}' grew while it was being read; try again")
 
 
 # Entries torch.save writes besides data.pkl and the data/<n> storages; each holds a few bytes.
@@ -159,11 +212,14 @@ class _StorageLister(pickle.Unpickler):
         return _Inert()
 
 
-def _declared_records(path: Path, pickle_file: Path) -> dict[str, int]:
-    size = pickle_file.stat().st_size
+def _declared_records(path: Path, root: Path, status: os.stat_result) -> dict[str, int]:
+    size = status.st_size
     if size > _PICKLE_MAX_BYTES:
         raise CheckpointError(f"{path}: data.pkl is {size} bytes, far more than a checkpoint's names and shapes need; crafted or corrupt")
-    lister = _StorageLister(pickle_file.read_bytes())
+    data = bytearray()
+    with _opened_entry(path, root, root / "data.pkl", status) as handle:
+        _read_exactly(path, handle, size, "data.pkl", data.extend)
+    lister = _StorageLister(bytes(data))
     try:
         lister.load()
     except Exception as exc:  # a damaged pickle fails in many ways (EOFError, UnpicklingError, ValueError, ...)
@@ -174,22 +230,29 @@ def _declared_records(path: Path, pickle_file: Path) -> dict[str, int]:
     return lister.records
 
 
-def _folder_entries(path: Path) -> tuple[Path, list[tuple[str, Path]]]:
-    """The archive root and the files torch needs from it, each checked against what data.pkl declares.
+def _folder_entries(path: Path) -> tuple[Path, list[tuple[str, Path, os.stat_result]]]:
+    """The archive root and the files torch needs from it, each a regular file checked against what data.pkl declares.
 
     Anything else in the folder is refused rather than skipped: a stray file means
     the folder is not what unzipping a checkpoint produced.
     """
     root = _archive_root(path)
-    files: dict[str, Path] = {}
-    for folder, _, names in os.walk(root):
+    files: dict[str, tuple[Path, os.stat_result]] = {}
+    for folder, subfolders, names in os.walk(root):
+        for name in subfolders:
+            if (Path(folder) / name).is_symlink():
+                shown = (Path(folder) / name).relative_to(path).as_posix()
+                raise CheckpointError(f"{path}: '{shown}' is a symlink to a folder; an unzipped checkpoint holds only regular files")
         for name in names:
             file = Path(folder) / name
-            files[file.relative_to(root).as_posix()] = file
-    records = _declared_records(path, files.pop("data.pkl"))
-    entries = [("data.pkl", root / "data.pkl")]
-    for name, file in sorted(files.items()):
-        size = file.stat().st_size
+            files[file.relative_to(root).as_posix()] = (file, _entry_status(path, root, file))
+    if "data.pkl" not in files:
+        raise CheckpointError(f"{path}: data.pkl is not a file; unzip the file again")
+    pickle_file, pickle_status = files.pop("data.pkl")
+    records = _declared_records(path, root, pickle_status)
+    entries = [("data.pkl", pickle_file, pickle_status)]
+    for name, (file, status) in sorted(files.items()):
+        size = status.st_size
         shown = file.relative_to(path).as_posix()
         if name in records:
             if size != records[name]:
@@ -201,7 +264,7 @@ def _folder_entries(path: Path) -> tuple[Path, list[tuple[str, Path]]]:
             )
         elif size > _METADATA_MAX_BYTES:
             raise CheckpointError(f"{path}: '{shown}' is {size} bytes; torch writes a few bytes there, so the folder is crafted or corrupt")
-        entries.append((name, file))
+        entries.append((name, file, status))
     missing = sorted(set(records) - set(files))
     if missing:
         more = f" and {len(missing) - 1} more records" if len(missing) > 1 else ""
@@ -214,14 +277,28 @@ def _folder_as_zip(path: Path) -> Iterator[Path]:
     """Rebuild the zip that ``torch.save`` wrote, from the folder a user got by unzipping it.
 
     It goes to a temporary file in the system temp folder, deleted afterwards:
-    memory stays flat however large the checkpoint is.
+    memory stays flat however large the checkpoint is, and the file holds
+    exactly the sizes checked above (each entry is copied up to its checked size,
+    never further), so it is refused up front when the temp folder lacks the room.
     """
     root, entries = _folder_entries(path)
+    needed = sum(status.st_size for _, _, status in entries)
+    scratch_root = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(scratch_root).free
+    if needed > free:
+        raise CheckpointError(f"{path}: repacking it for reading needs {needed} bytes in {scratch_root}, which has {free} free; set TMPDIR to a larger folder")
     with tempfile.TemporaryDirectory(prefix="convnextpose-checkpoint-") as scratch:
         archive_path = Path(scratch) / f"{root.name}.zip"
-        with zipfile.ZipFile(archive_path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for name, file in entries:
-                archive.write(file, f"{root.name}/{name}")
+        try:
+            with zipfile.ZipFile(archive_path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, file, status in entries:
+                    info = zipfile.ZipInfo(f"{root.name}/{name}")
+                    info.file_size = status.st_size
+                    with _opened_entry(path, root, file, status) as source, archive.open(info, "w") as target:
+                        _read_exactly(path, source, status.st_size, file.relative_to(path).as_posix(), target.write)
+        except OSError as exc:
+            reason = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}" if exc.errno else str(exc)
+            raise CheckpointError(f"{path}: could not be repacked for reading into {archive_path} ({reason}); set TMPDIR to a folder with room") from None
         yield archive_path
 
 
@@ -306,19 +383,38 @@ def _torch_load(path: Path) -> Any:
     if path.is_dir():
         with _folder_as_zip(path) as archive:
             return _load(path, archive)
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path}: is {_file_kind(mode)}, not a checkpoint file")
     if _container(path) == "zip":
         _check_zip_directory(path)
     return _load(path, path)
 
 
+_WEIGHT_ENTRIES = ("network", "state_dict", "model")
+
+
+def _holds_weights(value: Any) -> bool:
+    return isinstance(value, Mapping) and any(isinstance(v, torch.Tensor) for v in value.values())
+
+
 def _extract_state_dict(path: Path, obj: Any) -> tuple[Mapping[str, Any], int | None]:
+    """The one weight set in the file; two (say ``network`` and ``state_dict``) are refused, since which
+    one the authors meant cannot be told from the file."""
     epoch = None
     if isinstance(obj, Mapping):
-        for key in ("network", "state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                raw_epoch = obj.get("epoch")
-                epoch = int(raw_epoch) if isinstance(raw_epoch, int) else None
-                return obj[key], epoch
+        found = [key for key in _WEIGHT_ENTRIES if _holds_weights(obj.get(key))]
+        if len(found) > 1:
+            names = " and ".join(f"'{key}'" for key in found)
+            raise CheckpointError(
+                f"{path}: holds two weight sets, {names}; refusing to guess which one to evaluate: save the one you mean alone"
+            )
+        if not found:
+            found = [key for key in _WEIGHT_ENTRIES if isinstance(obj.get(key), Mapping)][:1]
+        if found:
+            raw_epoch = obj.get("epoch")
+            epoch = int(raw_epoch) if isinstance(raw_epoch, int) else None
+            return obj[found[0]], epoch
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj, None
         keys = ", ".join(map(str, list(obj)[:6]))
@@ -326,23 +422,52 @@ def _extract_state_dict(path: Path, obj: Any) -> tuple[Mapping[str, Any], int | 
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict or state dict")
 
 
+def _renamed(
+    path: Path, state: Mapping[str, torch.Tensor], in_file: dict[str, str], rename: Callable[[str], str], step: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``state`` with every key renamed, and each new key's name in the file; two keys that would become
+    one are refused, naming both as the file spells them.
+
+    Otherwise the later key would silently replace the earlier one, and the
+    result would depend on the order of the keys in the file.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for key, value in state.items():
+        new = rename(key)
+        if new in renamed:
+            raise CheckpointError(
+                f"{path}: keys '{origin[new]}' and '{in_file[key]}' both name the weight '{new}' ({step}); "
+                "the file holds two values for one weight, so it is refused"
+            )
+        renamed[new], origin[new] = value, in_file[key]
+    return renamed, origin
+
+
+def _legacy_to_modern(key: str) -> str:
+    return _LEGACY_HEAD.sub(lambda m: f"{m.group(1)}.{LEGACY_NAMES[m.group(2)]}.", key)
+
+
 def _canonical_keys(path: Path, raw: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """Strip wrapper prefixes (DataParallel's ``module.``) and rename legacy head keys."""
+    """Strip wrapper prefixes (DataParallel's ``module.``) and rename legacy head keys, refusing any collision."""
     state: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: entry '{key}' is a {type(value).__name__}, not a tensor")
+        if str(key) in state:  # e.g. the integer 1 and the string "1"
+            raise CheckpointError(f"{path}: two keys both read as the weight '{key}'; the file holds two values for one weight")
         state[str(key)] = value
+    in_file = {key: key for key in state}
     changed = True
     while changed and state:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state, in_file = _renamed(path, state, in_file, lambda k, n=len(prefix): k[n:], f"after removing the '{prefix}' prefix")
                 changed = True
     key_style = "legacy" if any(_LEGACY_HEAD.match(k) for k in state) else "modern"
     if key_style == "legacy":
-        state = {_LEGACY_HEAD.sub(lambda m: f"{m.group(1)}.{LEGACY_NAMES[m.group(2)]}.", k): v for k, v in state.items()}
+        state, in_file = _renamed(path, state, in_file, _legacy_to_modern, "after renaming the legacy head names")
     return state, key_style
 
 

@@ -16,10 +16,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ..errors import ConfigError
-from .schema import PRECISIONS, Backend, EvalConfig, VariantConfig
+from ..errors import ConfigError, command
+from .compose import no_such_setting
+from .schema import PRECISIONS, SAMPLE_MARKER, Backend, EvalConfig, VariantConfig
 
 PROTOCOLS = (1, 2)
+
+
+def quoted_value(value: str) -> str:
+    """``value`` as one quoted string in Hydra's override grammar (any path: spaces, ``~``, ``,``, ``=``)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def quote_home_paths(overrides: Sequence[str]) -> list[str]:
@@ -28,7 +34,7 @@ def quote_home_paths(overrides: Sequence[str]) -> list[str]:
     for override in overrides:
         key, sep, value = override.partition("=")
         if sep and value.startswith("~") and not key.startswith(("~", "hydra.")):
-            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            value = quoted_value(value)
         quoted.append(f"{key}{sep}{value}")
     return quoted
 
@@ -99,12 +105,13 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     cfg = _without_hydra(cfg)
     unknown = _unknown_key(cfg, EvalConfig)
     if unknown:
-        raise ConfigError(f"{unknown}: no such setting (python run_eval.py --help lists them all)")
+        raise ConfigError(no_such_setting(unknown))
     try:
         settings: EvalConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except MissingMandatoryValue as exc:
         if exc.full_key == "data.root":
-            raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), or run experiment=demo") from None
+            raise ConfigError("data.root is not set: pass data.root=DIR (the folder with annotations/ and images/), "
+                              f"or try the demo on the bundled synthetic sample: `{command()} -m experiment=demo`") from None
         raise ConfigError(f"{exc.full_key}: must be set") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'configuration'}: {str(exc).splitlines()[0]}") from None
@@ -123,6 +130,7 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     _require(data.num_workers >= 0, f"data.num_workers={data.num_workers}: must be 0 or more")
     _require(trainer.devices >= 1, f"trainer.devices={trainer.devices}: must be at least 1")
     _require(trainer.num_nodes >= 1, f"trainer.num_nodes={trainer.num_nodes}: must be at least 1")
+    _require(trainer.timeout_s >= 1, f"trainer.timeout_s={trainer.timeout_s}: must be at least 1 second")
     _require(trainer.precision in PRECISIONS, f"trainer.precision={trainer.precision}: must be one of {', '.join(PRECISIONS)}")
     _require(settings.bench.images is None or settings.bench.images >= 1, f"bench.images={settings.bench.images}: must be null or at least 1")
     _require(settings.bench.repeats >= 1, f"bench.repeats={settings.bench.repeats}: must be at least 1")
@@ -135,8 +143,14 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
         _require(bool(data.corrupt_s9_sequences), "data.skip_corrupt_s9=true but data.corrupt_s9_sequences is empty")
     _require(data.root.is_dir() or data.synthetic,
              f"{data.root}: data root does not exist (data.root must hold annotations/ and images/)")  # fmt: skip
+    if data.synthetic:  # generated on first use, but only where the sample belongs: never at an arbitrary data.root
+        _require(data.root == settings.paths.sample_dir or (data.root / SAMPLE_MARKER).is_file(),
+                 f"data.root={data.root}: not a generated synthetic sample (no {SAMPLE_MARKER}); data=sample and "
+                 f"experiment=demo generate theirs only at paths.sample_dir ({settings.paths.sample_dir}): drop data.root, "
+                 "or set paths.sample_dir=DIR to generate one in DIR")  # fmt: skip
     if settings.ckpt_path is not None:
         _require(settings.ckpt_path.exists(), f"{settings.ckpt_path}: no such file or directory (ckpt_path)")
+
     if settings.backend is Backend.onnxruntime or (settings.backend is Backend.auto and settings.onnx_path is not None):
         if settings.onnx_path is not None:
             _require(settings.onnx_path.exists(), f"{settings.onnx_path}: no such file or directory (onnx_path)")
@@ -151,3 +165,12 @@ def _check_bands(bands: list[Any]) -> None:
     for band in bands:
         ok = isinstance(band, (list, tuple)) and len(band) == 2 and isinstance(band[0], (int, float)) and isinstance(band[1], str)
         _require(ok, f"report.tolerance_bands: {band!r} is not a [millimetres, name] pair")
+
+
+def check_single_run(settings: EvalConfig) -> None:
+    """What one run needs beyond valid settings, checked before Hydra makes its folder: ``variant=auto``
+    needs a checkpoint to read the architecture from (on the sample, the demo is the sweep over all four)."""
+    if settings.variant.name == "auto" and settings.ckpt_path is None and settings.backend is Backend.pytorch and not settings.oracle:
+        demo = f"; the demo runs all four on the sample: `{command()} -m experiment=demo`" if settings.data.synthetic else ""
+        raise ConfigError(f"variant=auto reads the architecture from a checkpoint: give ckpt_path=FILE_OR_DIR, "
+                          f"or choose variant=XS|S|M|L for the released file{demo}")  # fmt: skip

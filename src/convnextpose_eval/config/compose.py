@@ -46,26 +46,101 @@ def released_variants() -> dict[str, dict[str, Any]]:
     return variant_table(compose_config())
 
 
-def composition_error(overrides: Sequence[str]) -> str | None:
-    """One line saying why these command-line overrides do not compose, or None when they do.
+# Hydra's own flags that take a value as the next argument (``--cfg job``); ``--info``'s value is optional.
+_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                     "--experimental-rerun")  # fmt: skip
+_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 
-    Hydra reports a bad override (``flip_test=maybe``, ``data.batch_size=x``, a misspelt key) in several
-    lines; this composes once up front to say it in one. A sweep (``variant=XS,S``) is tried with each
-    swept key's first value.
-    """
+
+def overrides_of(arguments: Sequence[str]) -> list[str]:
+    """The overrides in a command line, without Hydra's flags and their values (``--cfg job``, ``--info config``)."""
+    overrides, skip_next = [], False
+    for index, argument in enumerate(arguments):
+        if skip_next:
+            skip_next = False
+        elif argument in _FLAGS_WITH_VALUE:
+            skip_next = True
+        elif argument in ("--info", "-i"):
+            skip_next = index + 1 < len(arguments) and arguments[index + 1] in _INFO_TOPICS
+        elif not argument.startswith("-"):
+            overrides.append(argument)
+    return overrides
+
+
+def no_such_setting(key: str) -> str:
+    """The one line for a key the schema does not have, with the closest setting when one is close."""
+    from ..errors import command
+    from .help import closest_setting
+
+    best = closest_setting(key)
+    guess = f"; did you mean {best}?" if best and best != key else ""
+    return f"{key}: no such setting{guess} (`{command()} --help` lists them all)"
+
+
+# Variant names are sizes: options are listed smallest first, other options alphabetically after them.
+_SIZES = ("XS", "S", "M", "L", "XL")
+
+
+def no_such_option(group: str, option: str, options: Sequence[str]) -> str:
+    """The one line for a config-group option that does not exist: the closest one, and all of them."""
+    from .help import closest
+
+    ordered = sorted(options, key=lambda o: (_SIZES.index(o) if o in _SIZES else len(_SIZES), o))
+    best = closest(option, ordered)
+    guess = f"; did you mean {group}={best}?" if best else ""
+    return f"{group}={option}: no such option{guess} ({group} is one of {', '.join(ordered)})"
+
+
+def sweep_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that give several values (``variant=XS,S``): a sweep, for ``-m``; [] when none or unparsable."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    plain = [o for o in overrides if not o.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides_of(overrides))
+    except HydraException:
+        return []
+    return [o.input_line for o in parsed if o.is_sweep_override()]
+
+
+def composition_error(overrides: Sequence[str], check_values: bool = False) -> str | None:
+    """One line saying why these command-line overrides do not compose or, with ``check_values`` and for a
+    single run, do not pass the value checks (:func:`checked_config`: before Hydra makes a run folder or
+    anything heavy is imported; a sweep's jobs check their own); None when they do.
+
+    Hydra reports a bad override (``flip_test=maybe``, ``data.batch_size=x``, a misspelt key) in several
+    lines; this composes once up front to say it in one, with the closest setting or option for a typo.
+    A sweep (``-m``, ``variant=XS,S``) is composed with each swept value; its jobs check their values themselves.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    plain = overrides_of(overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(plain)
-        single = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line
-                  for o in parsed]  # fmt: skip
-        compose_config(single)
+        swept = [o for o in parsed if o.is_sweep_override()]
+        first = {o.input_line: f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in swept}
+        cfg = compose_config([first.get(o.input_line, o.input_line) for o in parsed])
+        if check_values and not swept and not {"-m", "--multirun"} & set(overrides):
+            from ..errors import ConfigError
+            from .checks import check_single_run, checked_config
+
+            try:
+                check_single_run(checked_config(cfg))
+            except ConfigError as exc:
+                return str(exc)
+        for sweep in swept:  # each further value of a swept key, the others at their first
+            for value in list(sweep.sweep_string_iterator())[1:]:
+                compose_config([f"{o.get_key_element()}={value}" if o is sweep else first.get(o.input_line, o.input_line) for o in parsed])
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__ or exc
-        lines = [line.strip() for line in str(cause).splitlines() if line.strip() and not line.strip().startswith(("full_key", "object_type", "reference_type", "Set the environment"))]
+        if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
+            group, _, option = exc.missing_cfg_file.rpartition("/")
+            return no_such_option(group, option, exc.options)
         key = getattr(cause, "full_key", None)
+        if key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+            return no_such_setting(key)
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip() and not line.strip().startswith(("full_key", "object_type", "reference_type", "Set the environment"))]
         return f"{key}: {lines[0]}" if key and lines else (lines[0] if lines else type(cause).__name__)
     return None

@@ -70,157 +70,172 @@ class KeyStyle(Enum):
 
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
+# The file that marks a folder as a generated synthetic sample (convnextpose_eval.sample writes it).
+SAMPLE_MARKER = "SYNTHETIC_SAMPLE.json"
+
+
+def setting(doc: str, default: Any = MISSING, factory: Any = None) -> Any:
+    """A schema field with its one-line description: the one source of ``--help``'s settings list."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass
 class BackboneConfig:
-    name: Optional[str] = None
-    depths: Optional[List[int]] = None
-    dims: Optional[List[int]] = None
-    block_kernel: Optional[int] = None
+    name: Optional[str] = setting("the paper's name for the backbone (Atto, Femto-L); informational", None)
+    depths: Optional[List[int]] = setting("blocks per stage, e.g. [3, 3, 9, 3]", None)
+    dims: Optional[List[int]] = setting("channels per stage, e.g. [48, 96, 192, 384]", None)
+    block_kernel: Optional[int] = setting("depthwise kernel size of the backbone blocks", None)
 
 
 @dataclass
 class HeadConfig:
-    channels: Optional[int] = None
-    kernels: Optional[List[int]] = None
-    upsample: Optional[List[bool]] = None
+    channels: Optional[int] = setting("channels of the three head layers (128, 256 or 512 in the releases)", None)
+    kernels: Optional[List[int]] = setting("depthwise kernel of each head layer", None)
+    upsample: Optional[List[bool]] = setting("bilinear x2 after each head layer or not (the heatmap side must equal depth_dim)", None)
 
 
 @dataclass
 class CheckpointFileConfig:
-    file: Optional[str] = None
-    epoch: Optional[int] = None
+    file: Optional[str] = setting("the released file name, looked up in paths.checkpoint_dir (ConvNeXtPose_<V>.tar)", None)
+    epoch: Optional[int] = setting("the epoch stored in the released file", None)
 
 
 @dataclass
 class PaperConfig:
-    params_m: float = MISSING
-    gflops: float = MISSING
-    mpjpe_p2: Optional[float] = None
-    pa_mpjpe_p1: Optional[float] = None
+    params_m: float = setting("parameters in millions, as the paper gives them")
+    gflops: float = setting("GFLOPs per image, as the paper gives them")
+    mpjpe_p2: Optional[float] = setting("the paper's MPJPE on protocol 2 (mm)", None)
+    pa_mpjpe_p1: Optional[float] = setting("the paper's PA-MPJPE on protocol 1 (mm)", None)
 
 
 @dataclass
 class VariantConfig:
     """One architecture; ``auto`` leaves the shape fields null and takes them from the checkpoint."""
 
-    name: str = MISSING
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    depth_dim: Optional[int] = None
-    joint_num: Optional[int] = None
-    input_size: int = 256
-    key_style: Optional[KeyStyle] = None
-    checkpoint: CheckpointFileConfig = field(default_factory=CheckpointFileConfig)
-    paper: Optional[PaperConfig] = None
+    name: str = setting("the variant's name (XS, S, M, L; auto: read from the checkpoint)")
+    backbone: BackboneConfig = setting("the ConvNeXt backbone", factory=BackboneConfig)
+    head: HeadConfig = setting("the upsampling head", factory=HeadConfig)
+    depth_dim: Optional[int] = setting("heatmap depth bins: 32 for XS and S, 64 for M and L", None)
+    joint_num: Optional[int] = setting("joints the network predicts (18)", None)
+    input_size: int = setting("side of the square input crop in pixels", 256)
+    key_style: Optional[KeyStyle] = setting("head key names in the file: modern (dwconv/norm/pwconv) or legacy (0/1/2)", None)
+    checkpoint: CheckpointFileConfig = setting("the released checkpoint file", factory=CheckpointFileConfig)
+    paper: Optional[PaperConfig] = setting("the paper's figures for this variant (null: none)", None)
 
 
 @dataclass
 class DataConfig:
-    name: str = MISSING
-    root: Path = MISSING
-    protocol: int = MISSING
-    use_gt_info: bool = MISSING
-    synthetic: bool = False
-    skip_corrupt_s9: bool = False
-    corrupt_s9_sequences: List[str] = field(default_factory=list)
-    batch_size: int = MISSING
-    num_workers: int = MISSING
-    pin_memory: Optional[bool] = None
-    # Checkpoints that come with the data set (the synthetic sample's), used instead of paths.checkpoint_dir.
-    checkpoint_dir: Optional[Path] = None
-    crop_cache: bool = True
-    crop_cache_dir: Path = MISSING
-    index_cache_dir: Path = MISSING
+    name: str = setting("the data set's name (h36m, sample)")
+    root: Path = setting("the folder with annotations/, images/ and (use_gt_info=false) bbox_root/")
+    protocol: int = setting("1: test on S11 (PA-MPJPE); 2: S9 and S11 (MPJPE); every metric is computed either way")
+    use_gt_info: bool = setting("true: ground-truth boxes and root depth; false: RootNet's")
+    synthetic: bool = setting("the root is the generated synthetic sample (made on first use at paths.sample_dir)", False)
+    skip_corrupt_s9: bool = setting("leave out the three S9 sequences with corrupt ground truth (the paper keeps them)", False)
+    corrupt_s9_sequences: List[str] = setting("the sequences skip_corrupt_s9 leaves out", factory=list)
+    batch_size: int = setting("images per step (each step runs twice that with the flip test)")
+    num_workers: int = setting("DataLoader worker processes")
+    pin_memory: Optional[bool] = setting("pinned host memory for the batches (null: on when the run uses a GPU)", None)
+    checkpoint_dir: Optional[Path] = setting("checkpoints that come with the data (the sample's), used instead of paths.checkpoint_dir", None)
+    crop_cache: bool = setting("keep decoded crops in a memory-mapped store under crop_cache_dir (false: decode every run)", True)
+    crop_cache_dir: Path = setting("where the crop store lives")
+    index_cache_dir: Path = setting("where the parsed annotation index is cached")
 
 
 @dataclass
 class TrainerConfig:
-    accelerator: Accelerator = MISSING
-    devices: int = MISSING
-    num_nodes: int = 1
-    strategy: Strategy = Strategy.auto
-    precision: str = "32-true"
-    tf32: bool = False
-    progress_bar: bool = True
-    cudnn_benchmark: Optional[bool] = None
+    accelerator: Accelerator = setting("cpu, gpu, cuda or auto (Lightning's names)")
+    devices: int = setting("devices (processes under ddp)")
+    num_nodes: int = setting("machines; start one copy per node (SLURM, torchrun)", 1)
+    strategy: Strategy = setting("auto (one process) or ddp (one process per device, each image scored once)", Strategy.auto)
+    precision: str = setting("32-true (the authors' float32), 32, bf16-mixed or 16-mixed (autocast: faster, inexact)", "32-true")
+    tf32: bool = setting("allow TF32 on Ampere and newer GPUs (faster, up to 0.08 mm off)", False)
+    progress_bar: bool = setting("show Lightning's progress bar", True)
+    cudnn_benchmark: Optional[bool] = setting("let cuDNN pick the fastest convolution algorithms (null: Lightning's default)", None)
+    timeout_s: int = setting("seconds every rank waits for the others (process-group set-up, each collective) before all give up", 300)
 
 
 @dataclass
 class PathsConfig:
-    root_dir: Path = MISSING
-    output_root: Path = MISSING
-    checkpoint_dir: Path = MISSING
-    cache_dir: Path = MISSING
-    sample_dir: Path = MISSING
+    root_dir: Path = setting("the project root: $CONVNEXTPOSE_EVAL_ROOT, else the current folder")
+    output_root: Path = setting("runs, sweeps, caches and the sample go under here")
+    checkpoint_dir: Path = setting("the checkpoint cache: ConvNeXtPose_<V>.tar is looked up and downloaded here")
+    cache_dir: Path = setting("the annotation index and the crop store, shared by all runs")
+    sample_dir: Path = setting("the generated synthetic sample (data and synthetic-weight checkpoints)")
 
 
 @dataclass
 class CheckpointSourceConfig:
-    drive_folder_id: str = MISSING
+    drive_folder_id: str = setting("the authors' Google Drive folder the released files are downloaded from")
 
 
 @dataclass
 class ReportConfig:
-    tolerance_bands: List[Any] = field(default_factory=list)
+    tolerance_bands: List[Any] = setting("[mm, name] pairs rating |ours - paper| (excellent < 1, ...)", factory=list)
 
 
 @dataclass
 class BenchConfig:
-    images: Optional[int] = None
-    repeats: int = 3
+    images: Optional[int] = setting("test images the bench times (null: all)", None)
+    repeats: int = setting("timed repeats of each measurement; the fastest counts", 3)
 
 
 @dataclass
 class ExportConfig:
-    path: Optional[Path] = None
-    opset: int = 17
+    path: Optional[Path] = setting("the ONNX file (FILE.onnx) or folder to write (null: <output_root>/onnx/)", None)
+    opset: int = setting("the ONNX opset", 17)
+
+
+@dataclass
+class SweepConfig:
+    resume: bool = setting("in an existing sweep folder, keep each job whose results.json matches its config and checkpoint; rerun the rest", False)
 
 
 @dataclass
 class LoggerConfig:
     """Run tracking: the config, every figure of results.json and the pictures, sent to one logger."""
 
-    name: LoggerKind = LoggerKind.none
-    # csv, tensorboard: the folder their versioned logs go under (<save_dir>/<name>/version_N); null: the run folder.
-    save_dir: Optional[Path] = None
-    # mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else <run or sweep folder>/mlflow/mlflow.db.
-    tracking_uri: Optional[str] = None
-    # mlflow: the experiment the runs are filed under.
-    experiment_name: str = "convnextpose-eval"
-    # mlflow: the run's name; null: the run folder's name.
-    run_name: Optional[str] = None
+    name: LoggerKind = setting("none, csv, tensorboard or mlflow", LoggerKind.none)
+    save_dir: Optional[Path] = setting("csv, tensorboard: the folder their versioned logs go under (<save_dir>/<name>/version_N); null: the run folder", None)
+    tracking_uri: Optional[str] = setting("mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else <run or sweep folder>/mlflow/mlflow.db", None)
+    experiment_name: str = setting("mlflow: the experiment the runs are filed under", "convnextpose-eval")
+    run_name: Optional[str] = setting("mlflow: the run's name; null: the run folder's name", None)
 
 
 @dataclass
 class EvalConfig:
-    """The composed configuration of ``run_eval.py`` (and of bench, export and inspect)."""
+    """The composed configuration of every command (evaluate, bench, export, inspect) and of the Python API."""
 
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    variant: VariantConfig = field(default_factory=VariantConfig)
-    released: Dict[str, VariantConfig] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    ckpt_path: Optional[Path] = None
-    download: bool = True
-    checkpoint_source: CheckpointSourceConfig = field(default_factory=CheckpointSourceConfig)
-    flip_test: bool = True
-    oracle: bool = False
-    channels_last: bool = True
-    fold_batchnorm: bool = True
-    backend: Backend = Backend.auto
-    onnx_path: Optional[Path] = None
-    onnx_provider: OnnxProvider = OnnxProvider.cpu
-    report: ReportConfig = field(default_factory=ReportConfig)
-    bench: BenchConfig = field(default_factory=BenchConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = setting("where things live", factory=PathsConfig)
+    variant: VariantConfig = setting("the architecture to evaluate (variant=XS|S|M|L|auto)", factory=VariantConfig)
+    released: Dict[str, VariantConfig] = setting("the four released variants, for checks and reports (same fields as variant)", factory=dict)
+    data: DataConfig = setting("the test set (data=h36m|sample)", factory=DataConfig)
+    trainer: TrainerConfig = setting("where and how the network runs (trainer=cpu|gpu|ddp)", factory=TrainerConfig)
+    ckpt_path: Optional[Path] = setting("a checkpoint file or unzipped snapshot folder (null: paths.checkpoint_dir/<variant file>)", None)
+    download: bool = setting("download a missing released checkpoint from the authors' folder", True)
+    checkpoint_source: CheckpointSourceConfig = setting("where released checkpoints come from", factory=CheckpointSourceConfig)
+    flip_test: bool = setting("average with the mirrored image's prediction (the paper's setting)", True)
+    oracle: bool = setting("score ground truth pushed through the same back-projection: an install check (< 1 mm)", False)
+    channels_last: bool = setting("channels_last memory layout (same numbers to float rounding, faster)", True)
+    fold_batchnorm: bool = setting("fold BatchNorm into the neighbouring convolutions where exact (faster)", True)
+    backend: Backend = setting("what runs the forward pass: auto (ONNX Runtime on a CPU trainer in float32, else PyTorch), pytorch or onnxruntime", Backend.auto)
+    onnx_path: Optional[Path] = setting("an exported FILE.onnx, or a folder of ConvNeXtPose_<V>.onnx, to score (null: the checkpoint's cached export)", None)
+    onnx_provider: OnnxProvider = setting("ONNX Runtime's execution provider: cpu or cuda", OnnxProvider.cpu)
+    report: ReportConfig = setting("the comparison with the paper", factory=ReportConfig)
+    bench: BenchConfig = setting("the speed measurement (convnextpose-eval bench)", factory=BenchConfig)
+    export: ExportConfig = setting("the ONNX export (convnextpose-eval export)", factory=ExportConfig)
+    sweep: SweepConfig = setting("sweep behaviour (sweep.resume)", factory=SweepConfig)
+    logger: LoggerConfig = setting("run tracking (logger=none|csv|tensorboard|mlflow)", factory=LoggerConfig)
 
 
 def register_schema() -> None:
-    """Make ``eval_schema`` known to Hydra; ``conf/eval.yaml`` names it first in its defaults."""
+    """Make ``eval_schema`` known to Hydra; ``conf/eval.yaml`` names it first in its defaults (and the
+    resolvers the configs use, see :mod:`.resolvers`)."""
+    from .resolvers import register_resolvers
+
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
+    register_resolvers()
 
 
 register_schema()

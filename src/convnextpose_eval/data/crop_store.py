@@ -12,24 +12,27 @@ reads it). The folder's key covers CROP_FORMAT_VERSION, the source code of the
 functions that make a crop (so an edit without a version bump still misses),
 the OpenCV version, the data root, the protocol and box source, the input size
 and the test index's file names. Each row is keyed on its image file's identity
-(size, mtime_ns, inode, taken once, before the file is read: a file replaced
-while it is read can only make the row miss later, never stand for the new
-file) and on its box's exact bytes. A row is served only if its flag says
-valid, the identity of the file now and the box equal the stored ones, and the
-CRC-32 of the patch bytes plus that key matches: anything else, including any
-damaged byte in these files, is a miss, and the crop is made again and stored.
+(size, mtime_ns, ctime_ns, inode, taken once, before the file is read: a file
+replaced while it is read can only make the row miss later, never stand for the
+new file), on the annotated width and height (which the cold path checks against
+the file's header, so a warm row must match them too) and on its box's exact
+bytes. A row is served only if its flag says valid, the identity of the file now,
+the annotated size and the box equal the stored ones, and the CRC-32 of the patch
+bytes plus that key matches: anything else, including any damaged byte in these
+files, is a miss, and the crop is made again and stored.
 
 Writers: rows written by one run are disjoint per process (DataLoader workers,
 DDP ranks); several runs writing the same row each write the same bytes in the
 order pixels, then checksum and key, then the valid flag, so a reader sees a
 consistent row or a miss.
 
-What the key cannot see: an image edited in place with its size and mtime
-restored (for instance with ``touch -r``), on the same inode, keeps its old
-crop; so would a change to OpenCV's decoding that keeps its version string.
-Anyone who can write these files can forge rows: the checksum detects damage,
-not tampering. To clear the store, delete ``paths.cache_dir`` (or its
-``crops`` folder) while no run is using it.
+What the key cannot see: the kernel sets ctime_ns on every write and metadata
+change, and no tool can set it back, so an image edited in place is a miss even
+with its size and mtime restored (``touch -r``); only a change made beneath the
+file system (a raw disk write, a clock set back) or a change to OpenCV's decoding
+that keeps its version string would go unseen. Anyone who can write these files
+can forge rows: the checksum detects damage, not tampering. To clear the store,
+delete ``paths.cache_dir`` (or its ``crops`` folder) while no run is using it.
 """
 
 from __future__ import annotations
@@ -52,18 +55,20 @@ from . import crops, images
 from .h36m import TestIndex
 
 # Bump whenever process_bbox, crop_transform, crop_patch or read_image change what a crop holds.
-CROP_FORMAT_VERSION = 2
+CROP_FORMAT_VERSION = 3
 PATCHES_FILE = "patches.u8"
 ROWS_FILE = "rows.u8"
 KEY_FILE = "key.json"
 # Four random bytes equal this with probability 2**-32; zero-filled (never written) rows are not valid.
 ROW_VALID = 0x4C41_5644
 ROW_DTYPE = np.dtype(
-    [("checksum", "<u4"), ("valid", "<u4"), ("size", "<i8"), ("mtime_ns", "<i8"), ("inode", "<u8"), ("bbox", "<f8", (4,))]
-)
-IDENTITY_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("inode", "<u8")])
-# (size, mtime_ns, inode) of a file that could not be stat'ed: never equal to a stored identity of a real file.
-_NO_FILE = (-1, -1, 0)
+    [("checksum", "<u4"), ("valid", "<u4"), ("size", "<i8"), ("mtime_ns", "<i8"), ("ctime_ns", "<i8"), ("inode", "<u8"),
+     ("width", "<i8"), ("height", "<i8"), ("bbox", "<f8", (4,))]
+)  # fmt: skip
+IDENTITY_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("ctime_ns", "<i8"), ("inode", "<u8")])
+Identity = tuple[int, int, int, int]  # (size, mtime_ns, ctime_ns, inode)
+# The identity of a file that could not be stat'ed: never equal to a stored identity of a real file.
+_NO_FILE: Identity = (-1, -1, -1, 0)
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +92,28 @@ def store_key(root: Path, box_source: str, input_size: int, file_names: Sequence
     return digest.hexdigest()[:32]
 
 
-def _identity(path: str) -> tuple[int, int, int]:
+def identity_of(status: os.stat_result) -> Identity:
+    """What a row knows of its image file: size, mtime_ns, ctime_ns (changed by every write) and inode."""
+    return status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino
+
+
+def _identity(path: str) -> Identity:
     try:
-        stat = os.stat(path)
+        return identity_of(os.stat(path))
     except OSError:
         return _NO_FILE
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def _checksum(patch: np.ndarray, identity: tuple[int, int, int], bbox: np.ndarray, row: int) -> int:
+def _checksum(patch: np.ndarray, identity: Identity, size: tuple[int, int], bbox: np.ndarray, row: int) -> int:
     """CRC-32 of the patch bytes followed by the row's key: a row moved, re-keyed or damaged fails it."""
-    key = struct.pack("<qqQq", *identity, row) + np.ascontiguousarray(bbox, dtype="<f8").tobytes()
+    key = struct.pack("<qqqQqqq", *identity, *size, row) + np.ascontiguousarray(bbox, dtype="<f8").tobytes()
     return zlib.crc32(key, zlib.crc32(patch))
 
 
-def fresh_crop(path: Path, bbox: np.ndarray, width: int, height: int, size: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+def fresh_crop(path: Path, bbox: np.ndarray, width: int, height: int, size: int) -> tuple[np.ndarray, Identity]:
     """Decode and crop one image; also the file's identity as it was before its bytes were read."""
-    image, stat = images.read_image_with_stat(path, width, height)
-    return crops.crop_patch(image, bbox, size), (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    image, status = images.read_image_with_stat(path, width, height)
+    return crops.crop_patch(image, bbox, size), identity_of(status)
 
 
 class CropStore:
@@ -184,12 +193,16 @@ class CropStore:
     # ------------------------------------------------------------------ rows
 
     def _key_matches(self, rows: np.ndarray, meta: np.ndarray, identities: np.ndarray) -> np.ndarray:
-        """Per row: stored flag valid, stored identity equal to the file's now, stored box equal to the index's."""
+        """Per row: stored flag valid, stored identity equal to the file's now, stored size and box equal to the index's."""
+        sizes = self.index.image_size[rows]
         return (
             (meta["valid"] == ROW_VALID)
             & (meta["size"] == identities["size"])
             & (meta["mtime_ns"] == identities["mtime_ns"])
+            & (meta["ctime_ns"] == identities["ctime_ns"])
             & (meta["inode"] == identities["inode"])
+            & (meta["width"] == sizes[:, 0])
+            & (meta["height"] == sizes[:, 1])
             & (meta["bbox"] == self.index.bbox[rows]).all(axis=1)
         )
 
@@ -221,20 +234,26 @@ class CropStore:
             if candidates.size:
                 patches[candidates] = self._patches[rows[candidates]]
         for j in np.flatnonzero(served):
-            identity = tuple(int(v) for v in identities[j].item())
-            served[j] = _checksum(patches[j], identity, self.index.bbox[rows[j]], int(rows[j])) == int(meta["checksum"][j])
+            identity: Identity = tuple(int(v) for v in identities[j].item())  # type: ignore[assignment]
+            row = int(rows[j])
+            served[j] = _checksum(patches[j], identity, self._annotated_size(row), self.index.bbox[row], row) == int(meta["checksum"][j])
         for j in np.flatnonzero(~served):
             row = int(rows[j])
             patches[j], identity = self._make(row)
             self.put(row, patches[j], identity)
         return patches, served
 
-    def _make(self, row: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    def _annotated_size(self, row: int) -> tuple[int, int]:
         width, height = (int(v) for v in self.index.image_size[row])
+        return width, height
+
+    def _make(self, row: int) -> tuple[np.ndarray, Identity]:
+        width, height = self._annotated_size(row)
         return fresh_crop(Path(self.image_paths[row]), self.index.bbox[row], width, height, self.input_size)
 
-    def put(self, row: int, patch: np.ndarray, identity: tuple[int, int, int]) -> None:
-        """Store ``patch`` as row ``row``, made from the file version ``identity`` (size, mtime_ns, inode).
+    def put(self, row: int, patch: np.ndarray, identity: Identity) -> None:
+        """Store ``patch`` as row ``row``, made from the file version ``identity`` (size, mtime_ns, ctime_ns, inode)
+        at the annotated size the cold path checked it against.
 
         Flag cleared, pixels, then checksum and key, then the flag set: a reader
         never takes a half-written row. Ignored when the store is read-only.
@@ -246,8 +265,10 @@ class CropStore:
         self._rows["valid"][row] = 0
         self._patches[row] = patch
         record = np.zeros((), dtype=ROW_DTYPE)
-        record["checksum"] = _checksum(patch, identity, bbox, row)
-        record["size"], record["mtime_ns"], record["inode"] = identity
+        annotated = self._annotated_size(row)
+        record["checksum"] = _checksum(patch, identity, annotated, bbox, row)
+        record["size"], record["mtime_ns"], record["ctime_ns"], record["inode"] = identity
+        record["width"], record["height"] = annotated
         record["bbox"] = bbox
         self._rows[row] = record
         self._rows["valid"][row] = ROW_VALID

@@ -10,17 +10,15 @@ box of exactly zero width or height is skipped, as the authors' loader does.
 
 The annotation files are large (hundreds of MB of JSON per subject for the full
 data set), so the result is cached as an ``.npz``: a sweep over four variants
-parses the JSON once. The entry is keyed on the source files' paths, sizes and
-modification times (read once, before parsing, so a file edited while it is
-parsed is never cached under its new identity), and carries the format version,
-its key and a SHA-256 of its arrays in the zip comment, checked on every read:
-a damaged, foreign or outdated entry is a miss, rebuilt and replaced. A cache
-folder that cannot be written only costs speed.
-
-What the key cannot see: a file edited in place whose size and modification
-time were then restored (``touch -r``, some copy and sync tools, or an edit of
-the same size within the timestamp resolution of a coarse file system) keeps
-its old entry. Delete the cache folder (``data.index_cache_dir``) after such an edit.
+parses the JSON once. The entry is keyed on the format version, the data root,
+protocol and box source, and each source file's path, size and SHA-256 of its
+content (hashing 400 MB takes under a second, parsing it ten seconds or
+more). A cache miss parses exactly the bytes that were hashed: a file that
+changes between the two is an error, so an entry can never stand for content it
+was not built from, whatever happened to the file's modification time or inode.
+The entry carries its key and a SHA-256 of its arrays in the zip comment,
+checked on every read: a damaged, foreign or outdated entry is a miss, rebuilt
+and replaced. A cache folder that cannot be written only costs speed.
 """
 
 from __future__ import annotations
@@ -29,6 +27,8 @@ import hashlib
 import io
 import json
 import os
+import posixpath
+import re
 import stat
 import struct
 import zipfile
@@ -42,6 +42,7 @@ import orjson
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
 from ..human36m import (
+    ACTION_NAMES,
     JOINT_NUM,
     L_SHOULDER,
     PROTOCOL_SUBJECTS,
@@ -51,9 +52,15 @@ from ..human36m import (
 )
 from .crops import process_bbox
 
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3
 _INDEX_FORMAT_NAME = "convnextpose_eval-h36m-test-index"
 BBOX_ROOT_FILE = Path("bbox_root") / "bbox_root_human36m_output.json"
+# How far a camera's R may be from orthonormal with det +1: the float32 rounding of a real rotation is
+# about 1e-7, while a scaled or mirrored matrix (which would quietly change every joint) is off by far more.
+ROTATION_TOLERANCE = 1e-4
+# The action of an image: the two digits after the first 'act_' in its file name, 02..16.
+_ACTION_DIGITS = re.compile(r"[0-9]{2}")
+ACTION_OFFSET = 2
 
 
 @dataclass
@@ -85,15 +92,36 @@ class _Camera:
     center: np.ndarray  # (2,)
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DataError(f"{path}: missing")
+def _open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file; a FIFO or device is refused, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise DataError(f"{path}: not a regular file")
+    return handle
+
+
+def _read_json(path: Path, sha256: str | None = None) -> Any:
+    """The parsed file; with ``sha256``, only if the bytes read are the ones the cache key was made from."""
+    try:
+        with _open_regular(path) as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise DataError(f"{path}: changed while it was being read; run again once nothing writes to it")
     try:
         # orjson parses the multi-hundred-MB annotation files about 1.6x faster than json.
-        return orjson.loads(path.read_bytes())
+        return orjson.loads(data)
     except json.JSONDecodeError as exc:  # orjson's error is a subclass
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); truncated or corrupt") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise DataError(f"{path}: unreadable ({exc})") from None
 
 
@@ -138,9 +166,9 @@ def _annotation_files(root: Path, subject: int) -> dict[str, Path]:
     return {kind: folder / f"Human36M_subject{subject}_{kind}.json" for kind in ("data", "camera", "joint_3d")}
 
 
-def _load_bbox_root(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _load_bbox_root(path: Path, sha256: str | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """RootNet's box and root per image id, used as they are; each checked, each image id once."""
-    entries = _read_json(path)
+    entries = _read_json(path, sha256)
     if not isinstance(entries, list):
         raise DataError(f"{path}: expected a list of {{image_id, bbox, root_cam}} entries")
     table = {}
@@ -174,6 +202,14 @@ def _read_camera(path: Path, cameras: Any, cam_idx: str, needed_by: str) -> _Cam
     )
     if not (parsed.focal > 0).all():
         raise DataError(f"{path}: {what} field 'f' is {parsed.focal.tolist()}; focal lengths must be positive")
+    rotation = parsed.rotation.astype(np.float64)
+    deviation = float(np.abs(rotation @ rotation.T - np.eye(3)).max())
+    determinant = float(np.linalg.det(rotation))
+    if not (deviation <= ROTATION_TOLERANCE and abs(determinant - 1) <= ROTATION_TOLERANCE):
+        raise DataError(
+            f"{path}: {what} field 'R' is not a rotation: R R^T differs from the identity by up to {deviation:.3g} "
+            f"and det R = {determinant:.6g} (a rotation has both within {ROTATION_TOLERANCE:g} of the identity and +1)"
+        )
     return parsed
 
 
@@ -188,6 +224,30 @@ def _gt_box(path: Path, ann: dict[str, Any], image_id: int, width: int, height: 
     if square is not None and not (square[2] > 0 and square[3] > 0):
         raise DataError(f"{path}: {what} has a box {raw} that covers less than a pixel of the {width}x{height} image")
     return square
+
+
+def _image_file_name(path: Path, image: dict[str, Any], what: str) -> str:
+    """The image's path relative to images/; one that leads out of images/ is refused (links inside it are followed)."""
+    file_name = str(_field(path, image, "file_name", what))
+    normalized = posixpath.normpath(file_name)
+    if not file_name or posixpath.isabs(file_name) or normalized == ".." or normalized.startswith("../"):
+        raise DataError(f"{path}: {what} has file_name '{file_name}', which leads outside the data set's images/ folder")
+    return file_name
+
+
+def _action(path: Path, file_name: str, what: str) -> int:
+    """The action index 0..14 from the 'act_NN' part of the file name, as the authors' loader takes it."""
+    start = file_name.find("act_") + len("act_")
+    digits = file_name[start : start + 2] if start >= len("act_") else ""
+    if not _ACTION_DIGITS.fullmatch(digits):
+        raise DataError(f"{path}: file name '{file_name}' of {what} has no 'act_NN' part")
+    action = int(digits) - ACTION_OFFSET
+    if not 0 <= action < len(ACTION_NAMES):
+        raise DataError(
+            f"{path}: file name '{file_name}' of {what} says act_{digits}; Human3.6M's actions are "
+            f"act_{ACTION_OFFSET:02d} to act_{ACTION_OFFSET + len(ACTION_NAMES) - 1:02d}"
+        )
+    return action
 
 
 def _listed_images(path: Path, data: Any, listed: dict[int, Path]) -> dict[int, dict[str, Any]]:
@@ -211,13 +271,15 @@ def _subject_rows(
     bbox_root: dict[int, tuple[np.ndarray, np.ndarray]] | None,
     missing: list[int],
     listed: dict[int, Path],
+    digests: dict[Path, str],
 ) -> list[dict[str, Any]]:
     """One subject's test rows in annotation order; test images the RootNet table lacks go to ``missing``.
 
-    ``listed`` maps every image id read so far to its file, across subjects.
+    ``listed`` maps every image id read so far to its file, across subjects; ``digests`` holds the
+    SHA-256 each file's bytes must have (those the cache key was made from).
     """
     data_path, camera_path, joint_path = files["data"], files["camera"], files["joint_3d"]
-    data = _read_json(data_path)
+    data = _read_json(data_path, digests.get(data_path))
     images = _listed_images(data_path, data, listed)
     annotated: dict[int, Any] = {}  # image id -> the id of its annotation
     cameras = joints = None
@@ -235,13 +297,17 @@ def _subject_rows(
             )
         annotated[image_id] = ann.get("id")
         what = f"image {image_id}"
-        if _integer(data_path, image, "subject", what) != subject:
-            continue
+        listed_subject = _integer(data_path, image, "subject", what)
+        if listed_subject != subject:
+            raise DataError(
+                f"{data_path}: {what} says subject {listed_subject}, but this is the file of subject {subject}; "
+                "the file is mixed up or edited"
+            )
         frame = _integer(data_path, image, "frame_idx", what)
         if frame % TEST_FRAME_STRIDE:
             continue
         if cameras is None:
-            cameras, joints = _read_json(camera_path), _read_json(joint_path)
+            cameras, joints = _read_json(camera_path, digests.get(camera_path)), _read_json(joint_path, digests.get(joint_path))
         cam_idx = str(_field(data_path, image, "cam_idx", what))
         if cam_idx not in parsed_cameras:
             parsed_cameras[cam_idx] = _read_camera(camera_path, cameras, cam_idx, what)
@@ -257,7 +323,7 @@ def _subject_rows(
         world = np.concatenate([world, (world[L_SHOULDER] + world[R_SHOULDER])[None] * np.float32(0.5)])
         # float32 like the authors' loader, so ground truth matches theirs to the last bit that matters.
         joint_cam = (camera.rotation @ world.T).T + camera.translation[None]
-        file_name = str(_field(data_path, image, "file_name", what))
+        file_name = _image_file_name(data_path, image, what)
         width, height = _integer(data_path, image, "width", what), _integer(data_path, image, "height", what)
         if width < 1 or height < 1:
             raise DataError(f"{data_path}: {what} has size {width}x{height}")
@@ -271,10 +337,7 @@ def _subject_rows(
             if bbox is None:
                 continue
             root_cam = joint_cam[ROOT_INDEX]
-        try:
-            action = int(file_name[file_name.index("act_") + 4 : file_name.index("act_") + 6]) - 2
-        except ValueError:
-            raise DataError(f"{data_path}: file name '{file_name}' of {what} has no 'act_NN' part") from None
+        action = _action(data_path, file_name, what)
         rows.append(
             {
                 "image_id": image_id, "file_name": file_name, "action": action, "subject": subject,
@@ -286,14 +349,16 @@ def _subject_rows(
     return rows
 
 
-def _build_index(root: Path, protocol: int, use_gt_info: bool) -> TestIndex:
+def _build_index(root: Path, protocol: int, use_gt_info: bool, digests: dict[Path, str] | None = None) -> TestIndex:
+    """Parse and check the test set; with ``digests``, every file read must still have the content hashed."""
+    digests = digests or {}
     subjects = PROTOCOL_SUBJECTS[protocol]
-    bbox_root = None if use_gt_info else _load_bbox_root(root / BBOX_ROOT_FILE)
+    bbox_root = None if use_gt_info else _load_bbox_root(root / BBOX_ROOT_FILE, digests.get(root / BBOX_ROOT_FILE))
     rows: list[dict[str, Any]] = []
     missing: list[int] = []  # test images the RootNet file has no entry for
     listed: dict[int, Path] = {}  # image id -> the data file listing it, across all subjects read
     for subject in subjects:
-        rows.extend(_subject_rows(subject, _annotation_files(root, subject), bbox_root, missing, listed))
+        rows.extend(_subject_rows(subject, _annotation_files(root, subject), bbox_root, missing, listed, digests))
     if missing:
         raise DataError(
             f"{root / BBOX_ROOT_FILE}: has no entry for {len(missing)} test images (first image_id: {missing[0]}); "
@@ -321,31 +386,34 @@ _INDEX_MEMBERS = tuple(f"{f.name}.npy" for f in fields(TestIndex))
 
 @dataclass(frozen=True)
 class _SourceIdentity:
-    """What the cache key knows of a source file: read once, before the file is parsed."""
+    """What the cache key knows of a source file: its size and the SHA-256 of its content."""
 
     path: Path
     size: int
-    mtime_ns: int
+    sha256: str
 
 
 def _source_identities(paths: list[Path]) -> list[_SourceIdentity]:
     identities = []
     for path in paths:
+        digest = hashlib.sha256()
+        size = 0
         try:
-            status = path.stat()
-        except OSError:
-            raise DataError(f"{path}: missing") from None
-        if not stat.S_ISREG(status.st_mode):
-            raise DataError(f"{path}: not a regular file")
-        identities.append(_SourceIdentity(path, status.st_size, status.st_mtime_ns))
+            with _open_regular(path) as handle:
+                for chunk in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise DataError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        identities.append(_SourceIdentity(path, size, digest.hexdigest()))
     return identities
 
 
 def _cache_key(root: Path, protocol: int, use_gt_info: bool, sources: list[_SourceIdentity]) -> str:
-    """The entry's name and identity: format version, root, protocol, box source, and each source file's path, size and mtime."""
+    """The entry's name and identity: format version, root, protocol, box source, and each source file's path, size and SHA-256."""
     digest = hashlib.sha256(f"v{INDEX_FORMAT_VERSION}|{root.resolve()}|{protocol}|{use_gt_info}".encode())
     for source in sources:
-        digest.update(f"|{source.path.resolve()}|{source.size}|{source.mtime_ns}".encode())
+        digest.update(f"|{source.path.resolve()}|{source.size}|{source.sha256}".encode())
     return digest.hexdigest()
 
 
@@ -418,6 +486,7 @@ def load_test_index(root: str | os.PathLike[str], protocol: int, use_gt_info: bo
     if not use_gt_info:
         sources.append(root / BBOX_ROOT_FILE)
     identities = _source_identities(sources)
+    digests = {source.path: source.sha256 for source in identities}
     index = None
     entry: tuple[Path, str] | None = None  # the cache file and the key it must carry
     if cache_dir:
@@ -425,7 +494,7 @@ def load_test_index(root: str | os.PathLike[str], protocol: int, use_gt_info: bo
         entry = (Path(cache_dir) / f"h36m_test_{key[:32]}.npz", key)
         index = _load_cached_index(*entry)
     if index is None:
-        index = _build_index(root, protocol, use_gt_info)
+        index = _build_index(root, protocol, use_gt_info, digests)
         if entry is not None:
             _save_index(index, *entry)
     check_images(root, index)

@@ -96,6 +96,37 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown_summary(results: dict[str, Any], run_dir: Path | None = None) -> str:
+    """One run as Markdown, for notebooks: the warnings, what ran, the metrics against the paper, each action."""
+    lines = [f"**{text}**" for text in warning_flags(results)]
+    checkpoint = results.get("checkpoint") or {}
+    flip = {True: "on", False: "off"}.get(results.get("flip_test"), "?")
+    source = Path(checkpoint["path"]).name if checkpoint.get("path") else "an ONNX file"
+    lines += [
+        f"**ConvNeXtPose-{results.get('variant', '?')}**, protocol {results.get('protocol')}, "
+        f"{results.get('num_samples', '?')} images, flip test {flip}, {source}",
+        "",
+    ]
+    comparison = results.get("comparison")
+    rows = []
+    for metric, label in METRIC_LABELS.items():
+        compared = comparison is not None and comparison.get("metric") == metric
+        rows.append([label, num((results.get("metrics") or {}).get(metric)), num(comparison["paper"]) if compared else "-",
+                     f"{comparison['diff']:+.2f}" if compared else "-", comparison["band"] if compared else "-"])  # fmt: skip
+    lines += _markdown_table(["metric (mm)", "ours", "paper", "diff", "band"], rows)
+    per_action = results.get("per_action") or {}
+    action_rows = [[action, *(num((per_action.get(action) or {}).get(m)) for m in METRIC_LABELS)] for action in ACTION_NAMES]
+    lines += ["", *_markdown_table(["action", *METRIC_LABELS.values()], action_rows)]
+    if run_dir is not None:
+        lines += ["", f"Run folder: `{run_dir}`"]
+    return "\n".join(lines)
+
+
 ORACLE_LIMIT_MM = 1.0
 
 

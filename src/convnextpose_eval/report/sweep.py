@@ -22,9 +22,12 @@ from .sweep_plot import plot_sweep
 
 
 def _job_started_ns(job_dir: Path) -> int:
-    """When the job started: Hydra writes its ``.hydra/`` folder first thing; the folder itself otherwise."""
-    marker = job_dir / ".hydra"
-    return (marker if marker.exists() else job_dir).stat().st_mtime_ns
+    """When the job last started: Hydra writes ``.hydra/hydra.yaml`` first thing (rewriting it in a reused job
+    folder, which leaves the folder's own time alone); the ``.hydra`` or job folder otherwise."""
+    for marker in (job_dir / ".hydra" / "hydra.yaml", job_dir / ".hydra"):
+        if marker.exists():
+            return marker.stat().st_mtime_ns
+    return job_dir.stat().st_mtime_ns
 
 
 def write_sweep_report(

@@ -7,5 +7,7 @@ WORST_CASES_PNG = "worst_cases.png"
 BENCHMARK_JSON = "benchmark_results.json"
 BENCHMARK_MD = "BENCHMARK_REPORT.md"
 BENCHMARK_PNG = "benchmark_comparison.png"
+# Announces the files a run is writing, with their SHA-256, until the last is in place (atomic.write_file_set).
+PENDING_FILE = ".convnextpose_eval.pending.json"
 # logger=mlflow's default local store (a SQLite file and the artifacts), in a run folder or a sweep folder.
 MLFLOW_STORE_DIR = "mlflow"

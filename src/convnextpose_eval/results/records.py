@@ -28,6 +28,8 @@ class RunSettings:
     bands: tuple[tuple[float, str], ...]
     skip_corrupt_s9: bool = False
     dropped_sequences: tuple[str, ...] = ()
+    # Digest of the composed settings that can change a figure (sweep.resume compares it).
+    config_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class RunResults:
             "crop_cache": self.crop_cache,
             "data_root": s.data_root,
             "created": self.created,
+            "config_sha256": s.config_sha256,
         }
 
 

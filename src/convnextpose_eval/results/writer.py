@@ -1,8 +1,9 @@
 """The Lightning callback that scores every test batch once and writes the run's files on global rank 0.
 
 Results flow one way: the evaluator's ``test_step`` returns predictions, this callback turns them into
-metrics and records, writes ``predictions.json`` then ``results.json`` atomically, and hands the records
-back to the caller. Under spawned DDP the writing rank is a child process: the results travel back to the
+metrics and records, makes every file's bytes, then writes ``predictions.json``, ``worst_cases.png`` and
+``results.json`` atomically, announced by a manifest of their SHA-256 (so the next run can recognise
+what a killed one left), and hands the records back to the caller. Under spawned DDP the writing rank is a child process: the results travel back to the
 launching process through ``trainer.callback_metrics``, which Lightning returns from rank 0 by design.
 """
 
@@ -19,12 +20,14 @@ import torch
 import torch.distributed as dist
 from torchmetrics import SumMetric
 
-from ..atomic import atomic_write_bytes, atomic_write_json
+from ..atomic import errno_text, json_bytes, write_file_set
+from ..errors import EvalError
 from ..human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
 from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores
 from .worst_cases import WorstCase, render_worst_cases, run_caption
-from .files import PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
+from .files import PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
+    TOOL_NAME,
     CheckpointInfo,
     InferenceSettings,
     ModelInfo,
@@ -88,6 +91,7 @@ class ResultsWriter(pl.Callback):
         hits, misses = int(self.cache_hits.compute()), int(self.cache_misses.compute())
         rows = _gather(self._rows)
         seconds = time.perf_counter() - self._started
+        failure: EvalError | None = None
         if trainer.is_global_zero:
             rows.sort(key=lambda row: row["index"])
             results = RunResults(
@@ -97,18 +101,24 @@ class ResultsWriter(pl.Callback):
                 checkpoint=CheckpointInfo(**pl_module.checkpoint_info) if pl_module.checkpoint_info else None,
                 model=ModelInfo(**pl_module.model_info()),
                 throughput={"images_per_s": scores.num_samples / seconds if seconds > 0 else None, "seconds": seconds,
-                            "device": pl_module.device.type, "devices": trainer.world_size},  # fmt: skip
+                            "device": pl_module.device.type, "devices": trainer.world_size,
+                            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes},  # fmt: skip
                 crop_cache={"hits": hits, "misses": misses},
             ).to_json()
-            atomic_write_json(self.output_dir / PREDICTIONS_FILE, [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows])
+            predictions = [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows]
+            files = [(PREDICTIONS_FILE, json_bytes(predictions))]
             if rows:
-                atomic_write_bytes(self.output_dir / WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer), run_caption(results)))
-            atomic_write_json(self.output_dir / RESULTS_FILE, results)
-            self.results = results
-            encoded = json.dumps(results).encode("utf-8")
-            trainer.callback_metrics[RESULTS_METRIC_KEY] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
-        # Ranks started by torchrun or srun must not finish before rank 0 has written.
+                files.append((WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer), run_caption(results))))
+            files.append((RESULTS_FILE, json_bytes(results)))
+            failure = write_results(self.output_dir, files)
+            if failure is None:
+                self.results = results
+                encoded = json.dumps(results).encode("utf-8")
+                trainer.callback_metrics[RESULTS_METRIC_KEY] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+        # Ranks started by torchrun or srun must not finish before rank 0 has written (or failed to).
         trainer.strategy.barrier("results written")
+        if failure is not None:
+            raise failure
 
     def _scores(self) -> Scores:
         return scores_record(self.metrics.compute())
@@ -119,6 +129,17 @@ class ResultsWriter(pl.Callback):
             return self.results
         carried = trainer.callback_metrics.get(RESULTS_METRIC_KEY)
         return None if carried is None else json.loads(bytes(carried.to(torch.uint8).tolist()).decode("utf-8"))
+
+
+def write_results(output_dir: Path, files: list[tuple[str, bytes]]) -> EvalError | None:
+    """Write a run's files, results.json last, so that a kill at any moment leaves only what the next run
+    recognises as its own (see :func:`~convnextpose_eval.atomic.write_file_set`); a write failure removes
+    what was written and comes back as one line naming the file and the errno."""
+    try:
+        write_file_set(output_dir, files, PENDING_FILE, TOOL_NAME)
+    except OSError as exc:
+        return EvalError(f"{exc.filename}: could not be written ({errno_text(exc)}); no results were kept, so the same command can simply be run again")
+    return None
 
 
 def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

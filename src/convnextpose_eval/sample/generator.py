@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from ..config.compose import released_variants
+from ..config.schema import SAMPLE_MARKER
 from ..data.crops import BOX_SCALE
 from ..errors import DataError, EvalError
 from ..human36m import (
@@ -66,7 +67,7 @@ from .released_format import write_released_checkpoint
 
 # Logit scale of the synthetic final layer: sharp enough that predictions vary with the image.
 FINAL_LAYER_GAIN = 8.0
-MARKER = "SYNTHETIC_SAMPLE.json"
+MARKER = SAMPLE_MARKER
 GENERATOR = "convnextpose_eval.sample"  # not __name__, which is "__main__" under python -m
 IMAGE_SIZE = 480
 FOCAL = 560.0

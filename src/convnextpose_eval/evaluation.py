@@ -7,16 +7,18 @@ import os
 import signal
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .atomic import atomic_write_json, atomic_write_text
 from .checkpoint.fetch import locate_checkpoint
+from .cluster import Launch, Launcher, check_launch, detect_launch
 from .config.checks import checked_config
 from .config.compose import as_plain, variant_table
 from .config.schema import Accelerator, Backend, EvalConfig, Strategy
@@ -29,6 +31,7 @@ from .report.summary import format_summary, oracle_verdict
 from .results.files import FAILURE_FILE, RESULTS_FILE
 from .results.records import TOOL_NAME, InferenceSettings, RunSettings
 from .results.writer import ResultsWriter
+from .resume import config_digest, kept_results
 from .run_folder import RunFolder
 from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
@@ -45,7 +48,13 @@ class RunInterrupted(BaseException):
         self.signum = signum
 
 
+# Signals received by this process's run: RunInterrupted raised inside library code can surface as that
+# code's own error when its clean-up fails half-way (OmegaConf does), so the record says what happened.
+_received: list[int] = []
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise RunInterrupted(signum)
 
 
@@ -57,21 +66,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Printed wherever an srun binary exists (every SLURM login node); this tool starts or finds its ranks itself.
+    warnings.filterwarnings("ignore", message=".*srun.*command is available.*")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
-
-
-def _externally_launched() -> bool:
-    """True when a cluster launcher (torchrun, SLURM's srun, LSF, MPI) already started one process per rank."""
-    from lightning_fabric.plugins.environments import (
-        LSFEnvironment,
-        MPIEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
-
-    return any(env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment)) or (
-        "OMPI_COMM_WORLD_SIZE" in os.environ and MPIEnvironment.detect()
-    )
 
 
 def uses_gpu(settings: EvalConfig) -> bool:
@@ -81,30 +78,47 @@ def uses_gpu(settings: EvalConfig) -> bool:
     return torch.cuda.is_available() and settings.trainer.accelerator in (Accelerator.gpu, Accelerator.cuda, Accelerator.auto)
 
 
-def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: Launch | None = None) -> pl.Trainer:
     """A test-only Trainer. ``ddp`` launched from a plain shell uses spawned processes.
 
     Lightning's default DDP launcher re-runs ``sys.argv`` for each extra rank; under Hydra that re-runs a
     ``-m`` sweep in every child and puts them in the wrong folder. Spawning starts the ranks from this
-    process instead, so a single run and a sweep job behave the same; under torchrun or SLURM the ranks exist.
+    process instead, so a single run and a sweep job behave the same. Under torchrun or srun the ranks
+    exist: their count must match ``devices x num_nodes`` (:func:`check_launch`), and the cluster
+    environment is named explicitly rather than left to Lightning's guess (which ignores srun steps whose
+    job is called ``bash``). Every rank gives up after ``trainer.timeout_s`` waiting for the others.
     """
     import torch
 
+    launch = launch or detect_launch()
     trainer_cfg = settings.trainer
     accelerator = trainer_cfg.accelerator.value
     if trainer_cfg.accelerator in (Accelerator.gpu, Accelerator.cuda) and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible (torch {torch.__version__}, {build}); use trainer=cpu")
+    check_launch(launch, trainer_cfg.devices, trainer_cfg.num_nodes)
     strategy: Any = trainer_cfg.strategy.value
-    if trainer_cfg.strategy is Strategy.ddp and not _externally_launched():
+    plugins: list[Any] = []
+    if trainer_cfg.strategy is Strategy.ddp:
         from pytorch_lightning.strategies import DDPStrategy
 
-        strategy = DDPStrategy(start_method="spawn")
+        timeout = timedelta(seconds=trainer_cfg.timeout_s)
+        strategy = DDPStrategy(timeout=timeout) if launch.external else DDPStrategy(start_method="spawn", timeout=timeout)
+    if launch.launcher is Launcher.srun:
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    elif launch.launcher is Launcher.torchrun:
+        from lightning_fabric.plugins.environments import TorchElasticEnvironment
+
+        plugins.append(TorchElasticEnvironment())
+    # Under mpirun and jsrun Lightning's own detection (MPIEnvironment, LSFEnvironment) finds the ranks.
     return pl.Trainer(
         accelerator=accelerator,
         devices=trainer_cfg.devices,
         num_nodes=trainer_cfg.num_nodes,
         strategy=strategy,
+        plugins=plugins or None,
         precision=trainer_cfg.precision,
         logger=trainer_logger(callbacks),
         callbacks=callbacks,
@@ -226,7 +240,7 @@ def build_datamodule(settings: EvalConfig, input_size: int) -> H36MDataModule:
     return datamodule
 
 
-def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSettings:
+def run_settings(settings: EvalConfig, detected_variant: str | None, config_sha256: str | None = None) -> RunSettings:
     """What results.json records of the request. With ``variant=auto`` the detected variant names the run
     and brings its paper figures, so an auto run is compared with the paper like a named one."""
     name = settings.variant.name
@@ -246,6 +260,7 @@ def run_settings(settings: EvalConfig, detected_variant: str | None) -> RunSetti
         bands=tuple((float(limit), str(label)) for limit, label in settings.report.tolerance_bands),
         skip_corrupt_s9=data.skip_corrupt_s9,
         dropped_sequences=tuple(data.corrupt_s9_sequences) if data.skip_corrupt_s9 else (),
+        config_sha256=config_sha256,
     )
 
 
@@ -263,10 +278,11 @@ def inference_settings(settings: EvalConfig, engine: dict[str, Any] | None = Non
     )
 
 
-def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
+def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None = None) -> dict[str, Any] | None:
     """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure.
 
     Returns the results in the launching process, None on the other ranks of an external launch.
+    ``config_sha256`` (the composed config's digest) is recorded for ``sweep.resume``.
     """
     tracker = RunTracker(settings, output_dir)
     datamodules: dict[int, H36MDataModule] = {}
@@ -277,7 +293,7 @@ def evaluate(settings: EvalConfig, output_dir: Path) -> dict[str, Any] | None:
         return datamodules[input_size]
 
     module = build_evaluator(settings, check_crops=lambda arch: check_crops_from(datamodule_for(arch.input_size)))
-    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant),
+    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant, config_sha256),
                            inference_settings(settings, module.describe_backend()))  # fmt: skip
     datamodule = datamodule_for(module.arch.input_size)
     trainer = build_trainer(settings, [writer, tracker])
@@ -315,12 +331,121 @@ def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
         pass  # the sweep report lists a job folder without results as failed anyway
 
 
+def _distributed_failure(exc: BaseException, timeout_s: Any) -> str | None:
+    """One line for a collective that timed out or lost a peer: another rank failed, was killed or never joined."""
+    import torch.distributed as dist
+
+    text = one_line(exc)
+    lost = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "socket", "peer")
+    if not (isinstance(exc, dist.DistError) or any(word in text.lower() for word in lost)):
+        return None
+    return f"another rank failed, was killed or did not answer within trainer.timeout_s={timeout_s} s ({text})"
+
+
+def _interrupt_signal(exc: BaseException) -> int | None:
+    """The signal a run was stopped by (SIGINT for Ctrl-C, SIGTERM for an exit request), or None for a failure."""
+    if isinstance(exc, RunInterrupted):
+        return exc.signum
+    if _received:
+        return _received[-1]
+    if isinstance(exc, KeyboardInterrupt):
+        return int(signal.SIGINT)
+    if isinstance(exc, SystemExit) and exc.code in (None, 0, 1):
+        return int(signal.SIGTERM)
+    return None
+
+
+def failure_reason(exc: BaseException, output_dir: Path, cfg: DictConfig, owner: bool = True) -> str:
+    """The one line a failed or interrupted run reports. An unforeseen failure leaves its traceback in the
+    folder, written by the folder's owner (global rank 0) only."""
+    signum = _interrupt_signal(exc)
+    if signum is not None:
+        notice = " (SLURM's notice that the time limit is near)" if signum == signal.SIGUSR2 else ""
+        return f"interrupted by {signal.Signals(signum).name}{notice}; no results written"
+    if isinstance(exc, EvalError):
+        return one_line(exc)
+    lost = _distributed_failure(exc, OmegaConf.select(cfg, "trainer.timeout_s", default="?"))
+    if lost:
+        return lost
+    return _internal_error(exc, output_dir) if owner else f"unexpected {type(exc).__name__}: {one_line(exc)}"
+
+
+def _log_file(output_dir: Path) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return output_dir / f"{HydraConfig.get().job.name}.log"
+
+
+def _leave_no_empty_folder(output_dir: Path) -> None:
+    """Remove the folder of a run that failed before it took it, when Hydra's ``.hydra/`` and an empty log
+    are all it holds: a refused run leaves nothing behind (any other file, a lock included, keeps it)."""
+    import shutil
+
+    log_file = _log_file(output_dir)
+    try:
+        if {p.name for p in output_dir.iterdir()} <= {".hydra", log_file.name} and not (log_file.is_file() and log_file.stat().st_size):
+            shutil.rmtree(output_dir)
+    except OSError:
+        pass
+
+
+def _drop_empty_log(output_dir: Path) -> None:
+    log_file = _log_file(output_dir)
+    if log_file.is_file() and log_file.stat().st_size == 0:
+        log_file.unlink(missing_ok=True)
+
+
+def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False) -> dict[str, Any] | None:
+    """Check the config and the launch, take the run folder, evaluate; raise the tool's errors (EvalError) as they come.
+
+    Only global rank 0 of a torchrun or srun launch locks, clears and writes the run folder; the other
+    ranks compute their shard and return None. With ``sweep.resume`` a job whose results.json matches its
+    config and checkpoint is kept, not rerun. What a failure leaves: once the folder is this run's
+    (locked, and cleared of this tool's earlier files), ``failure.json`` saying why and no empty log;
+    before that, nothing (the folder Hydra made is removed) unless the job is part of a sweep, whose
+    report lists every job. The Python API and :func:`run_job` both run through here.
+    """
+    variant = str(cfg.variant.name)
+    owner = detect_launch().rank == 0
+    folder = RunFolder(output_dir)
+    taken = False
+    try:
+        settings = checked_config(cfg)
+        check_launch(detect_launch(), settings.trainer.devices, settings.trainer.num_nodes)
+        digest = config_digest(cfg)
+        if owner:
+            folder.acquire()
+        if settings.sweep.resume:
+            kept, why = kept_results(settings, output_dir, digest)
+            log.info(f"sweep.resume: {'kept' if kept else 'running'} {output_dir.name}: {why}")
+            if kept is not None:
+                return kept if owner else None
+        if owner:
+            folder.clear_previous_results()  # refuses a folder holding someone else's files: nothing is written there
+            taken = True
+        return evaluate(settings, output_dir, digest)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and _interrupt_signal(exc) is None:
+            raise
+        if owner and (taken or in_sweep):
+            _record_failure(output_dir, variant, failure_reason(exc, output_dir, cfg))
+            _drop_empty_log(output_dir)
+        elif owner and isinstance(exc, EvalError):
+            _leave_no_empty_folder(output_dir)
+        raise
+    finally:
+        folder.release()
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     """Hydra task: check, evaluate, print the summary; on failure print one line and exit non-zero.
 
-    Inside a ``-m`` sweep an ordinary failure is recorded in ``failure.json`` and the sweep goes on, so
-    the report lists it. SIGTERM or SIGINT stops a run or a whole sweep: the job is recorded as failed,
-    a sweep writes its report of the jobs so far, and the exit status is 128 + the signal number.
+    Inside a ``-m`` sweep run by Hydra's own launcher an ordinary failure is recorded in ``failure.json``
+    and the sweep goes on, so the report lists it; a job of the submitit launcher is a process (a SLURM
+    job) of its own and exits non-zero, so SLURM and submitit see it failed too. SIGTERM, SIGINT or
+    SIGUSR2 (SLURM's warning before the time limit) stops a run or a whole sweep: the job is recorded as
+    failed, a sweep writes its report of the jobs so far, and the exit status is 128 + the signal number.
+    Ranks other than global rank 0 print their one line, prefixed with their rank, and exit non-zero.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -329,42 +454,41 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    variant = str(cfg.variant.name)
-    folder = RunFolder(output_dir)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    job_is_process = "SUBMITIT_FOLDER" in os.environ  # set by submitit in the process running a launcher job
+    launch = detect_launch()
+    owner = launch.rank == 0
+    who = "" if launch.world_size == 1 else f"rank {launch.rank} of {launch.world_size}: "
+    _received.clear()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
     try:
         try:
-            settings = checked_config(cfg)
-            folder.acquire()
-            folder.clear_previous_results()
-            results = evaluate(settings, output_dir)
-        except (RunInterrupted, KeyboardInterrupt, SystemExit) as exc:
-            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-            if isinstance(exc, SystemExit) and exc.code not in (None, 0, 1):
-                raise
-            reason = f"interrupted by {signal.Signals(signum).name}; no results written"
-            print(f"error: {output_dir}: {reason}", file=sys.stderr)
-            _record_failure(output_dir, variant, reason)
-            if in_sweep:
+            results = evaluate_in_folder(cfg, output_dir, in_sweep)
+        except BaseException as exc:
+            signum = _interrupt_signal(exc)
+            if signum is None:
+                if not isinstance(exc, Exception):
+                    raise
+                print(f"error: {who}{failure_reason(exc, output_dir, cfg, owner)}", file=sys.stderr)
+                if not (owner and in_sweep) or job_is_process:
+                    sys.exit(2)
+                return None
+            print(f"error: {who}{output_dir}: {failure_reason(exc, output_dir, cfg, owner)}", file=sys.stderr)
+            if owner and in_sweep:
                 from .hydra_callbacks import report_sweep
 
                 report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
             sys.exit(128 + int(signum))
-        except Exception as exc:
-            reason = one_line(exc) if isinstance(exc, EvalError) else _internal_error(exc, output_dir)
-            print(f"error: {reason}", file=sys.stderr)
-            if not in_sweep:
-                sys.exit(2)
-            _record_failure(output_dir, variant, reason)
-            return None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        folder.release()
-    if results is None:
-        return None
+    if results is not None:
+        log_summary(results, output_dir)
+    return results
+
+
+def log_summary(results: dict[str, Any], output_dir: Path) -> None:
+    """The summary table, the oracle verdict and where results.json is: on the console and in the run's log."""
     log.info(format_summary(results))
     if results.get("oracle"):
         log.info(oracle_verdict(results))
     log.info(f"results: {output_dir / RESULTS_FILE}")
-    return results

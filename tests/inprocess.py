@@ -1,0 +1,92 @@
+"""Run ``run_eval.py`` inside the test process: the real Hydra entry point and ``run_job``, without the
+eight seconds of interpreter and library start-up a subprocess costs. For failures that happen before
+any process is spawned, and for reruns whose numbers are compared with a clean run's."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cli import PROJECT_ROOT, RUN_EVAL, RUN_EVAL_QUIET
+
+
+@dataclass(frozen=True)
+class InProcessRun:
+    """The exit status run_eval.py would have had, and what it printed on stderr."""
+
+    returncode: int
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+    def describe(self) -> str:
+        return f"exit {self.returncode}\n--- stderr ---\n{self.stderr[-4000:]}"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("run_eval", RUN_EVAL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str) -> InProcessRun:
+    """``python run_eval.py ARGS trainer.progress_bar=false`` with CONVNEXTPOSE_EVAL_ROOT=root, in this process.
+
+    What the run prints to ``sys.stderr`` (its ``error:`` line included) is collected; the patches are
+    undone by ``monkeypatch``.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from convnextpose_eval.config.schema import register_schema
+
+    stderr, previous = io.StringIO(), sys.stderr
+    monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(root))
+    monkeypatch.setattr(sys, "argv", [str(RUN_EVAL), *args, *RUN_EVAL_QUIET])
+    sys.stderr = stderr
+    monkeypatch.chdir(PROJECT_ROOT)
+    register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        code = int(_script().main() or 0)  # a refusal before Hydra starts is returned, not raised
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        GlobalHydra.instance().clear()
+        sys.stderr = previous
+    return InProcessRun(code, stderr.getvalue())
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def figures(results: dict) -> dict[str, float | None]:
+    """Every number results.json reports about accuracy, flattened: overall, action average, per action,
+    per subject, per joint, and the sample counts."""
+    flat: dict[str, float | None] = {"num_samples": results["num_samples"]}
+    for block in ("metrics", "action_average"):
+        flat.update({f"{block}.{name}": value for name, value in results[block].items()})
+    for block in ("per_action", "per_subject", "per_joint"):
+        for group, values in results[block].items():
+            flat.update({f"{block}.{group}.{name}": value for name, value in values.items()})
+    return flat
+
+
+def assert_same_figures(a: dict, b: dict, tol: float = 1e-9) -> None:
+    fa, fb = figures(a), figures(b)
+    assert fa.keys() == fb.keys()
+    for key, value in fa.items():
+        other = fb[key]
+        assert (value is None) == (other is None), key
+        if value is not None:
+            assert abs(value - other) <= tol, f"{key}: {value} vs {other}"

@@ -74,7 +74,10 @@ SHARED_EXPORTS = Path(tempfile.gettempdir()) / f"convnextpose-eval-test-exports-
 
 
 def share_exports(root: Path | None, args: tuple[str, ...]) -> None:
-    """Point the run's ONNX export cache (``<cache_dir>/onnx``) at :data:`SHARED_EXPORTS`, unless it exists."""
+    """Point the run's ONNX export cache (``<cache_dir>/onnx``) at :data:`SHARED_EXPORTS`, unless it exists or
+    the run is given its ONNX file (``onnx_path=``: it exports nothing, and tests may check it created nothing)."""
+    if any(arg.startswith("onnx_path=") for arg in args):
+        return
     given = [arg.split("=", 1)[1] for arg in args if arg.startswith("paths.cache_dir=")]
     if given:
         cache = Path(given[-1])

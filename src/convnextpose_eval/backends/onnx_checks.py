@@ -439,6 +439,6 @@ def onnx_file_for(path: Path, variant: str, export_hint: str = "") -> Path:
         extra = f" {export_hint}" if export_hint else ""
         raise BackendError(
             f"{path}: holds no {found.name} for variant={variant}; write it with "
-            f"python -m convnextpose_eval.export{extra} variant={variant} export.path={path}"
+            f"python -m convnextpose_eval.export variant={variant}{extra} export.path={path}"
         )
     return found

@@ -23,9 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+import onnx  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
 from convnextpose_eval.backends import ENGINES, ForwardSource, build_forward  # noqa: E402

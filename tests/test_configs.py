@@ -232,7 +232,7 @@ def test_demo_experiment_sweeps_all_variants_on_the_sample(compose, eval_root):
 
 
 def test_two_runs_started_in_the_same_second_get_different_default_folders(compose, eval_root):
-    """Issue row: two runs in one second shared a folder; the default name now carries microseconds."""
+    """Two runs started in one second must not share a folder: the default name carries microseconds."""
     import time
 
     folders = []

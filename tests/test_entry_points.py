@@ -161,6 +161,6 @@ def test_every_hint_runs_as_printed(eval_root_with_sample, capsys, monkeypatch):
             hints.setdefault(hint, error_lines[0])
     assert {"python -m convnextpose_eval -m experiment=demo", "python run_eval.py --help"} <= set(hints), hints
     outcomes = {command: _run_hint(command, eval_root_with_sample("hints_run"), original) for command, original in hints.items()}
-    # The demo used to run as one variant=auto job; now its first job is XS.
+    # The demo is a sweep over the released variants: its first job is XS, not one variant=auto run.
     assert outcomes["python -m convnextpose_eval -m experiment=demo"] == "started job 0_XS", outcomes
     assert outcomes["python -m convnextpose_eval --help"] == outcomes["python run_eval.py --help"] == "exit 0", outcomes

@@ -16,10 +16,6 @@ import pytest
 from cli import run_cli
 from conftest import VARIANTS
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 pytestmark = pytest.mark.slow
 
 METRICS = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe", "pck3d_150", "auc3d")

@@ -211,8 +211,8 @@ def _task(sweep_dirs: set[Path]) -> Callable[[Any], dict[str, Any] | None]:
         with _job_log():
             try:
                 results = evaluate_in_folder(cfg, output_dir, in_sweep)
-            except EvalError:
-                if in_sweep:
+            except Exception:
+                if in_sweep:  # evaluate_in_folder has recorded it in failure.json; the sweep goes on
                     return None
                 raise
             if results is not None:
@@ -262,6 +262,8 @@ def evaluate(*overrides: str, run_dir: PathLike | None = None) -> Results:
         raise ConfigError(problem)
     with _quiet():
         job = _run_hydra(arguments, multirun=False, task=_task(set()))
+    if job.return_value is None:  # another rank of a torchrun or srun launch: global rank 0 holds the results
+        raise ConfigError(f"{job.hydra_cfg.hydra.runtime.output_dir}: this process is not global rank 0 of its launch; rank 0 returns the results")
     return Results.from_run_dir(job.hydra_cfg.hydra.runtime.output_dir)
 
 

@@ -129,12 +129,3 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """atomic_write_bytes of indented JSON (NaN allowed, as Python writes it)."""
     atomic_write_bytes(path, json_bytes(obj))
-
-
-def check_writable(folder: str | os.PathLike[str]) -> None:
-    """Raise OSError now if ``folder`` cannot take new files, before any compute is spent."""
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".write-check.", dir=target)
-    os.close(fd)
-    os.unlink(tmp)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import ConfigError
+from .errors import ConfigError, command
 
 
 class Launcher(Enum):
@@ -89,5 +89,5 @@ def check_launch(launch: Launch, devices: int, num_nodes: int) -> None:
                           f"run srun --nodes={num_nodes} --ntasks-per-node={devices}, or set trainer.devices and trainer.num_nodes to match")  # fmt: skip
     if launch.launcher is Launcher.alone and launch.slurm_job and wanted > 1:
         raise ConfigError(f"{asked}, but this is one process inside SLURM job {launch.slurm_job} ({launch.slurm_tasks} task{'s' if launch.slurm_tasks != 1 else ''}, no srun step); "
-                          f"start it as srun --nodes={num_nodes} --ntasks-per-node={devices} python run_eval.py ... inside an allocation of that many tasks "
+                          f"start it as srun --nodes={num_nodes} --ntasks-per-node={devices} {command()} YOUR-OVERRIDES inside an allocation of that many tasks "
                           f"(sbatch --nodes={num_nodes} --ntasks-per-node={devices})")  # fmt: skip

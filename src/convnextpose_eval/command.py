@@ -41,13 +41,7 @@ def hydra_entry(cfg: DictConfig) -> None:
 
 
 def _subcommand(name: str, argv: list[str]) -> int:
-    try:
-        module = importlib.import_module(SUBCOMMANDS[name])
-    except ModuleNotFoundError as exc:
-        if exc.name != SUBCOMMANDS[name]:
-            raise
-        print(f"error: {name}: this installation has no {name} command yet (module {SUBCOMMANDS[name]} is missing)", file=sys.stderr)
-        return 2
+    module = importlib.import_module(SUBCOMMANDS[name])
     return int(module.main(argv) or 0)
 
 

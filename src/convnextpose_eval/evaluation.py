@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -21,7 +22,7 @@ from .checkpoint.fetch import locate_checkpoint
 from .cluster import Launch, Launcher, check_launch, detect_launch
 from .config.checks import checked_config
 from .config.compose import as_plain, variant_table
-from .config.schema import Accelerator, Backend, EvalConfig, Strategy
+from .config.schema import SAMPLE_MARKER, Accelerator, Backend, EvalConfig, Strategy
 from .data.datamodule import H36MDataModule
 from .errors import ConfigError, EvalError, one_line
 from .evaluator import PoseEvaluator
@@ -33,7 +34,6 @@ from .results.records import TOOL_NAME, InferenceSettings, RunSettings
 from .results.writer import ResultsWriter
 from .resume import config_digest, kept_results
 from .run_folder import RunFolder
-from .sample.generator import MARKER as SAMPLE_MARKER
 from .sample.generator import ensure_sample
 from .tracking import RunTracker, trainer_logger
 
@@ -73,8 +73,6 @@ def quiet_lightning() -> None:
 
 def uses_gpu(settings: EvalConfig) -> bool:
     """Whether the configured trainer will run on CUDA devices."""
-    import torch
-
     return torch.cuda.is_available() and settings.trainer.accelerator in (Accelerator.gpu, Accelerator.cuda, Accelerator.auto)
 
 
@@ -88,8 +86,6 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: La
     environment is named explicitly rather than left to Lightning's guess (which ignores srun steps whose
     job is called ``bash``). Every rank gives up after ``trainer.timeout_s`` waiting for the others.
     """
-    import torch
-
     launch = launch or detect_launch()
     trainer_cfg = settings.trainer
     accelerator = trainer_cfg.accelerator.value
@@ -173,7 +169,7 @@ def export_hint(settings: EvalConfig) -> str:
     file = settings.variant.checkpoint.file
     ckpt = settings.ckpt_path or ((settings.data.checkpoint_dir or settings.paths.checkpoint_dir) / file if file else None)
     parts = [f"ckpt_path={ckpt}"] if ckpt is not None and Path(ckpt).exists() else []
-    return " ".join([*parts, f"data.root={settings.data.root}"])
+    return shlex.join([*parts, f"data.root={settings.data.root}"])
 
 
 def check_crops_from(datamodule: H36MDataModule, count: int = CHECK_CROPS) -> torch.Tensor:
@@ -331,14 +327,17 @@ def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
         pass  # the sweep report lists a job folder without results as failed anyway
 
 
-def _distributed_failure(exc: BaseException, timeout_s: Any) -> str | None:
-    """One line for a collective that timed out or lost a peer: another rank failed, was killed or never joined."""
+def _distributed_failure(exc: BaseException, cfg: DictConfig) -> str | None:
+    """One line for a collective that timed out or lost a peer: another rank failed, was killed or never joined.
+    Only a run of several processes has peers to lose."""
     import torch.distributed as dist
 
+    several = detect_launch().world_size > 1 or str(OmegaConf.select(cfg, "trainer.strategy", default="")) == "ddp"
     text = one_line(exc)
     lost = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "socket", "peer")
-    if not (isinstance(exc, dist.DistError) or any(word in text.lower() for word in lost)):
+    if not several or not (isinstance(exc, getattr(dist, "DistError", ())) or any(word in text.lower() for word in lost)):
         return None
+    timeout_s = OmegaConf.select(cfg, "trainer.timeout_s", default="?")
     return f"another rank failed, was killed or did not answer within trainer.timeout_s={timeout_s} s ({text})"
 
 
@@ -355,19 +354,35 @@ def _interrupt_signal(exc: BaseException) -> int | None:
     return None
 
 
-def failure_reason(exc: BaseException, output_dir: Path, cfg: DictConfig, owner: bool = True) -> str:
-    """The one line a failed or interrupted run reports. An unforeseen failure leaves its traceback in the
-    folder, written by the folder's owner (global rank 0) only."""
+def failure_reason(exc: BaseException, traceback_dir: Path | None, cfg: DictConfig) -> str:
+    """The one line a failed or interrupted run reports; the first answer for an exception is kept, so the
+    console and failure.json say the same. An unforeseen failure leaves its traceback in ``traceback_dir``:
+    the run's folder once this process owns it (global rank 0, folder taken), else nowhere."""
+    known = getattr(exc, _REASON, None)
+    if isinstance(known, str):
+        return known
+    reason = _failure_reason(exc, traceback_dir, cfg)
+    try:
+        setattr(exc, _REASON, reason)
+    except AttributeError:
+        pass
+    return reason
+
+
+_REASON = "_convnextpose_eval_reason"
+
+
+def _failure_reason(exc: BaseException, traceback_dir: Path | None, cfg: DictConfig) -> str:
     signum = _interrupt_signal(exc)
     if signum is not None:
         notice = " (SLURM's notice that the time limit is near)" if signum == signal.SIGUSR2 else ""
         return f"interrupted by {signal.Signals(signum).name}{notice}; no results written"
     if isinstance(exc, EvalError):
         return one_line(exc)
-    lost = _distributed_failure(exc, OmegaConf.select(cfg, "trainer.timeout_s", default="?"))
+    lost = _distributed_failure(exc, cfg)
     if lost:
         return lost
-    return _internal_error(exc, output_dir) if owner else f"unexpected {type(exc).__name__}: {one_line(exc)}"
+    return _internal_error(exc, traceback_dir) if traceback_dir else f"unexpected {type(exc).__name__}: {one_line(exc)}"
 
 
 def _log_file(output_dir: Path) -> Path:
@@ -406,12 +421,13 @@ def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False
     report lists every job. The Python API and :func:`run_job` both run through here.
     """
     variant = str(cfg.variant.name)
-    owner = detect_launch().rank == 0
+    launch = detect_launch()
+    owner = launch.rank == 0
     folder = RunFolder(output_dir)
     taken = False
     try:
         settings = checked_config(cfg)
-        check_launch(detect_launch(), settings.trainer.devices, settings.trainer.num_nodes)
+        check_launch(launch, settings.trainer.devices, settings.trainer.num_nodes)
         digest = config_digest(cfg)
         if owner:
             folder.acquire()
@@ -427,8 +443,10 @@ def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False
     except BaseException as exc:
         if isinstance(exc, SystemExit) and _interrupt_signal(exc) is None:
             raise
-        if owner and (taken or in_sweep):
-            _record_failure(output_dir, variant, failure_reason(exc, output_dir, cfg))
+        keeps_record = owner and (taken or in_sweep)
+        reason = failure_reason(exc, output_dir if keeps_record else None, cfg)
+        if keeps_record:
+            _record_failure(output_dir, variant, reason)
             _drop_empty_log(output_dir)
         elif owner and isinstance(exc, EvalError):
             _leave_no_empty_folder(output_dir)
@@ -468,11 +486,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
             if signum is None:
                 if not isinstance(exc, Exception):
                     raise
-                print(f"error: {who}{failure_reason(exc, output_dir, cfg, owner)}", file=sys.stderr)
+                print(f"error: {who}{failure_reason(exc, None, cfg)}", file=sys.stderr)
                 if not (owner and in_sweep) or job_is_process:
                     sys.exit(2)
                 return None
-            print(f"error: {who}{output_dir}: {failure_reason(exc, output_dir, cfg, owner)}", file=sys.stderr)
+            print(f"error: {who}{output_dir}: {failure_reason(exc, None, cfg)}", file=sys.stderr)
             if owner and in_sweep:
                 from .hydra_callbacks import report_sweep
 
@@ -481,6 +499,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _received.clear()
     if results is not None:
         log_summary(results, output_dir)
     return results

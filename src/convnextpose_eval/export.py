@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from .config.checks import checked_config, quote_home_paths
 from .config.compose import compose_config, composition_error, variant_table
 from .config.help import HELP_FLAGS, command_help
 from .config.schema import Backend, EvalConfig, Strategy
-from .errors import ConfigError, EvalError, one_line
+from .errors import ConfigError, EvalError, command, one_line
 from .backends.onnx_checks import onnx_file_name, require_onnx_packages
 from .backends.onnx_export import ExportReport, export_onnx
 from .backends.pytorch import PyTorchForward
@@ -130,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  checked     {report.check_batch_sizes[0] // 2} test crops of {crops} and their mirrors, as one batch and one alone: "
           f"max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e} heatmap units (tolerance {report.tolerance:g})")  # fmt: skip
     print(f"  sha256      {report.sha256}")
-    print(f"  evaluate    python run_eval.py variant={source['variant']} backend=onnxruntime onnx_path={report.path} "
-          f"ckpt_path={source['checkpoint']} data.root={source['data_root']}")
+    evaluate = shlex.join([f"variant={source['variant']}", "backend=onnxruntime", f"onnx_path={report.path}",
+                           f"ckpt_path={source['checkpoint']}", f"data.root={source['data_root']}"])  # fmt: skip
+    print(f"  evaluate    `{command()} {evaluate}`")
     print(json.dumps({**report.to_dict(), **source}))
     return 0
 

@@ -150,11 +150,9 @@ class SweepFolderCheck(Callback):
             if folder in seen:
                 first, first_overrides = seen[folder]
                 subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")  # type: ignore[union-attr]
-                print(
-                    f"error: hydra.sweep.subdir={subdir}: jobs #{first} ({first_overrides}) and #{number} ({overrides}) would both "
-                    f"write into {folder}, and the later would delete the earlier's results; give each job its own folder "
-                    "(leave hydra.sweep.subdir at its default, or put ${hydra.job.num} in it)",
-                    file=sys.stderr,
-                )
-                raise SystemExit(2)
+                reason = (f"hydra.sweep.subdir={subdir}: jobs #{first} ({first_overrides}) and #{number} ({overrides}) would both "
+                          f"write into {folder}, and the later would delete the earlier's results; give each job its own folder "
+                          "(leave hydra.sweep.subdir at its default, or put ${hydra.job.num} in it)")  # fmt: skip
+                print(f"error: {reason}", file=sys.stderr)
+                raise CallbackExit(2, reason)
             seen[folder] = (number, overrides)

@@ -54,8 +54,8 @@ def _checkpoint_sha256(settings: EvalConfig) -> str | None:
 def kept_results(settings: EvalConfig, output_dir: Path, digest: str) -> tuple[dict[str, Any] | None, str]:
     """The earlier results to keep, or None; and why, for the log."""
     path = Path(output_dir) / RESULTS_FILE
-    if settings.backend is Backend.onnxruntime:
-        return None, "ONNX runs are always run again"
+    if settings.onnx_path is not None or settings.backend is Backend.onnxruntime:
+        return None, "runs of a given or exported ONNX file are always run again"
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import shlex
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..config.compose import released_variants
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, command
 from ..network import ArchSpec
 from ..network.spec import specs_of
 
@@ -439,6 +440,6 @@ def onnx_file_for(path: Path, variant: str, export_hint: str = "") -> Path:
         extra = f" {export_hint}" if export_hint else ""
         raise BackendError(
             f"{path}: holds no {found.name} for variant={variant}; write it with "
-            f"python -m convnextpose_eval.export variant={variant}{extra} export.path={path}"
+            f"`{command()} export variant={variant}{extra} {shlex.quote(f'export.path={path}')}`"
         )
     return found

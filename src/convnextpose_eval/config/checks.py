@@ -170,7 +170,7 @@ def _check_bands(bands: list[Any]) -> None:
 def check_single_run(settings: EvalConfig) -> None:
     """What one run needs beyond valid settings, checked before Hydra makes its folder: ``variant=auto``
     needs a checkpoint to read the architecture from (on the sample, the demo is the sweep over all four)."""
-    if settings.variant.name == "auto" and settings.ckpt_path is None and settings.backend is Backend.pytorch and not settings.oracle:
+    if settings.variant.name == "auto" and settings.ckpt_path is None and settings.onnx_path is None and not settings.oracle:
         demo = f"; the demo runs all four on the sample: `{command()} -m experiment=demo`" if settings.data.synthetic else ""
         raise ConfigError(f"variant=auto reads the architecture from a checkpoint: give ckpt_path=FILE_OR_DIR, "
                           f"or choose variant=XS|S|M|L for the released file{demo}")  # fmt: skip

@@ -44,11 +44,6 @@ def _fields(schema: Any, prefix: str = "") -> Iterator[tuple[str, str, bool]]:
             yield name, doc, False
 
 
-def setting_docs() -> dict[str, str]:
-    """Every setting's dotted name and its one-line description (sections excluded)."""
-    return {name: doc for name, doc, section in _fields(EvalConfig) if not section}
-
-
 def setting_names() -> list[str]:
     """Every dotted name a command line may set, sections (``data``, ``trainer.*`` parents) included."""
     return [name for name, _, _ in _fields(EvalConfig) if name not in _TABLES.values()]

@@ -3,7 +3,7 @@
 The YAML files under ``conf/`` hold the values; these dataclasses hold the types. Registered in Hydra's
 ConfigStore as ``eval_schema`` and named first in ``eval.yaml``'s defaults, they make OmegaConf parse
 every override by its type (``flip_test=no`` is False, ``flip_test=maybe`` is refused, ``data.batch_size=x``
-is refused) and refuse keys that do not exist. :func:`check_values` then checks what a type cannot say
+is refused) and refuse keys that do not exist. :func:`~convnextpose_eval.config.checks.checked_config` then checks what a type cannot say
 (ranges, choices, paths that must exist) before any download or data reading.
 """
 
@@ -161,7 +161,7 @@ class PathsConfig:
     root_dir: Path = setting("the project root: $CONVNEXTPOSE_EVAL_ROOT, else the current folder")
     output_root: Path = setting("runs, sweeps, caches and the sample go under here")
     checkpoint_dir: Path = setting("the checkpoint cache: ConvNeXtPose_<V>.tar is looked up and downloaded here")
-    cache_dir: Path = setting("the annotation index and the crop store, shared by all runs")
+    cache_dir: Path = setting("the annotation index, the crop store and the ONNX export cache, shared by all runs")
     sample_dir: Path = setting("the generated synthetic sample (data and synthetic-weight checkpoints)")
 
 

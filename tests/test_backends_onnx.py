@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from convnextpose_eval.errors import BackendError
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose

@@ -1,8 +1,8 @@
 """Real launchers: torchrun (one node x 2 ranks, two nodes x 1 rank on 127.0.0.1) and a real SLURM cluster.
 
 The commands are the README's cluster section, as written, with ``OUT``/``SWEEP`` replaced by folders of
-the test. Every figure of results.json must equal the single-process run (the demo sweep of the session,
-``demo_sweep_p1``) to 1e-6 mm; only global rank 0 may write the run folder. The SLURM tests need a cluster
+the test. Every figure of results.json must equal the single-process run of the same command (the session's
+``default_engine_p1``) to 1e-6 mm; only global rank 0 may write the run folder. The SLURM tests need a cluster
 that answers ``sinfo`` with a ``debug`` partition (``scripts/slurm-local.sh up``; ``.ci/run`` starts one)
 and skip, saying so, where there is none.
 """
@@ -101,9 +101,9 @@ def root(eval_root_with_sample) -> Path:
 
 
 @pytest.fixture(scope="module")
-def single(demo_sweep_p1) -> dict[str, dict]:
-    """The single-process results of XS and S on protocol 1 (the session's demo sweep)."""
-    return {"XS": read(demo_sweep_p1 / "0_XS" / "results.json"), "S": read(demo_sweep_p1 / "1_S" / "results.json")}
+def single(default_engine_p1) -> dict[str, dict]:
+    """The single-process results of XS and S on protocol 1, with the same (default) engine as the launches."""
+    return {"XS": read(default_engine_p1 / "0_XS" / "results.json"), "S": read(default_engine_p1 / "1_S" / "results.json")}
 
 
 def free_port() -> int:

@@ -32,8 +32,9 @@ def ckpt(synthetic_sample) -> Path:
 
 
 def xs_args(data: Path, out: Path, cache: Path, ckpt: Path, *extra: str) -> tuple[str, ...]:
-    """XS on protocol 1 (the 23 S11 test images of the sample), GT boxes, no worker processes."""
-    return ("variant=XS", f"ckpt_path={ckpt}", "data=h36m", f"data.root={data}", "data.protocol=1", "data.num_workers=0",
+    """XS on protocol 1 (the 23 S11 test images of the sample), GT boxes, no worker processes; the PyTorch
+    engine, so that the only files a run writes are its own results (no export into the cache)."""
+    return ("variant=XS", f"ckpt_path={ckpt}", "backend=pytorch", "data=h36m", f"data.root={data}", "data.protocol=1", "data.num_workers=0",
             f"paths.cache_dir={cache}", f"hydra.run.dir={out}", *extra)  # fmt: skip
 
 

@@ -156,7 +156,7 @@ def side_runs(onnx_root, exports, sample_checkpoints, tmp_path_factory) -> dict[
         "checkpoint": ((*demo_xs, f"onnx_path={foreign}"), {"fragments": (str(foreign), "zip archive")}),
         "empty": ((*demo_xs, f"onnx_path={empty}"), {"fragments": (str(empty), "is empty")}),
         "folder_without_s": (("experiment=demo", "variant=S", *ONNX, f"onnx_path={only_xs}"),
-                             {"fragments": (str(only_xs), "ConvNeXtPose_S.onnx", "python -m convnextpose_eval.export variant=S")}),
+                             {"fragments": (str(only_xs), "ConvNeXtPose_S.onnx", "`python run_eval.py export variant=S")}),
         # ckpt_path beside onnx_path must be the checkpoint the file was exported from.
         "other_checkpoint": ((*demo_xs, f"onnx_path={xs_file}", f"ckpt_path={sample_checkpoints / 'ConvNeXtPose_S.tar'}"),
                              {"fragments": (str(xs_file), "was exported from a checkpoint with sha256", exports["XS"]["checkpoint_sha256"][:16])}),

@@ -26,6 +26,8 @@ import torch
 import onnx  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
+from onnx_hostile import hand_made_graph  # noqa: E402
+
 from convnextpose_eval.backends import ENGINES, ForwardSource, build_forward  # noqa: E402
 from convnextpose_eval.backends.onnx_cache import export_key  # noqa: E402
 from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward  # noqa: E402
@@ -162,28 +164,7 @@ def test_both_engines_compute_the_same_coordinates_from_crops(tiny):
 
 
 def _hand_made(real: Path, out: Path) -> Path:
-    """No network at all: the mean of the image, tiled, plus a constant; the real export's metadata, source included."""
-    model = onnx.load(real)
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
-            helper.make_node("Reshape", ["mean", "shape"], ["column"]),
-            helper.make_node("Tile", ["column", "repeats"], ["tiled"]),
-            helper.make_node("Add", ["tiled", "offset"], ["coords"]),
-        ],
-        "not_a_network",
-        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, 64, 64])],
-        [helper.make_tensor_value_info("coords", onnx.TensorProto.FLOAT, ["batch", 18, 3])],
-        [
-            numpy_helper.from_array(np.array([-1, 1, 1], dtype=np.int64), "shape"),
-            numpy_helper.from_array(np.array([1, 18, 3], dtype=np.int64), "repeats"),
-            numpy_helper.from_array(np.random.default_rng(0).uniform(0, 7, (18, 3)).astype(np.float32), "offset"),
-        ],
-    )
-    fake = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    helper.set_model_props(fake, {p.key: p.value for p in model.metadata_props})
-    onnx.save(fake, out)
-    return out
+    return hand_made_graph(real, out, input_size=64, offset_range=(0, 7))
 
 
 def _scaled_middle_conv(real: Path, out: Path) -> Path:

@@ -307,7 +307,7 @@ def test_a_folder_gives_the_variant_file_and_a_file_is_taken_as_it_is(tmp_path):
     assert onnx_file_for(tmp_path, "S") == tmp_path / "ConvNeXtPose_S.onnx"
     elsewhere = tmp_path / "renamed.onnx"
     assert onnx_file_for(elsewhere, "XS") == elsewhere
-    with pytest.raises(BackendError, match=r"holds no ConvNeXtPose_M\.onnx for variant=M; write it with python -m convnextpose_eval\.export variant=M"):
+    with pytest.raises(BackendError, match=r"holds no ConvNeXtPose_M\.onnx for variant=M; write it with `python -m convnextpose_eval export variant=M"):
         onnx_file_for(tmp_path, "M")
     with pytest.raises(BackendError, match=r"variant=auto needs onnx_path=FILE\.onnx"):
         onnx_file_for(tmp_path, "auto")

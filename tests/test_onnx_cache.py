@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli import run_cli
+from onnx_hostile import hand_made_graph
 from conftest import VARIANTS
 
 pytestmark = pytest.mark.slow
@@ -95,38 +96,9 @@ def test_the_default_cpu_path_scores_every_variant_as_pytorch_on_protocol_2(p2_s
         assert ours["model"]["params"] == torch_run["model"]["params"]
 
 
-def _hand_made_from(real: Path, out: Path) -> Path:
-    """A graph with no network in it (mean of the image, tiled, plus a constant) carrying a real export's metadata."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(real)
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
-            helper.make_node("Reshape", ["mean", "shape"], ["column"]),
-            helper.make_node("Tile", ["column", "repeats"], ["tiled"]),
-            helper.make_node("Add", ["tiled", "offset"], ["coords"]),
-        ],
-        "not_a_network",
-        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, 256, 256])],
-        [helper.make_tensor_value_info("coords", onnx.TensorProto.FLOAT, ["batch", 18, 3])],
-        [
-            numpy_helper.from_array(np.array([-1, 1, 1], dtype=np.int64), "shape"),
-            numpy_helper.from_array(np.array([1, 18, 3], dtype=np.int64), "repeats"),
-            numpy_helper.from_array(np.random.default_rng(0).uniform(5, 25, (18, 3)).astype(np.float32), "offset"),
-        ],
-    )
-    fake = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    helper.set_model_props(fake, {p.key: p.value for p in model.metadata_props})
-    onnx.save(fake, out)
-    return out
-
-
 def test_a_hand_made_graph_is_refused_with_its_checkpoint_and_marked_unverified_without(racing_runs, root):
     real = next((racing_runs["cache"] / "onnx").glob("*.onnx"))
-    fake = _hand_made_from(real, root / "hand_made.onnx")
+    fake = hand_made_graph(real, root / "hand_made.onnx", input_size=256, offset_range=(5, 25))
     ckpt = root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_XS.tar"
     with ThreadPoolExecutor(max_workers=2) as pool:
         refused, scored = pool.map(

@@ -114,6 +114,7 @@ wait_idle() {
         state=$(node_state || true)
         case "$state" in
             idle | mixed | allocated) return ;;
+            *down* | *drain* | *fail*) scontrol update nodename="$(node_name)" state=resume >/dev/null 2>&1 || true ;;
         esac
         sleep 0.5
     done

@@ -160,6 +160,34 @@ def test_both_engines_compute_the_same_coordinates_from_crops(tiny):
     assert by_onnx.checkpoint_info == by_torch.checkpoint_info and by_onnx.model_info() == by_torch.model_info()
 
 
+def test_normalization_in_place_gives_the_plain_formulas_values_bit_for_bit(tiny):
+    crops = torch.randint(0, 256, (2, 3, 64, 64), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    plain = (crops.float() - mean) / std
+    forward = build_forward("pytorch", _source(tiny, ckpt_path=str(tiny["ckpt"])))
+    assert torch.equal(forward.normalize(crops), plain)
+    assert torch.equal(forward.normalize(crops.float()), plain)
+    out = torch.full((2, 3, 64, 64), float("nan"))
+    assert forward.normalize(crops, out=out) is out and torch.equal(out, plain)
+
+
+def test_the_onnx_engine_reuses_its_input_buffer_without_mixing_batches(tiny):
+    """Batches of other sizes, in and out of inference mode, each give what a fresh engine gives them."""
+    generator = torch.Generator().manual_seed(6)
+    batches = [torch.randint(0, 256, (n, 3, 64, 64), generator=generator, dtype=torch.uint8) for n in (3, 1, 3, 2)]
+    source = _source(tiny, onnx_path=str(tiny["export"]))
+    reused = build_forward("onnxruntime", source)
+    got = []
+    for index, batch in enumerate(batches):
+        with torch.inference_mode(index % 2 == 0):
+            got.append(reused(batch).clone())
+    for batch, coords in zip(batches, got):
+        with torch.no_grad():
+            assert torch.equal(coords, build_forward("onnxruntime", source)(batch))
+    assert not torch.equal(got[0], got[2])
+
+
 # --------------------------------------------------------------------------- the four hostile files
 
 
@@ -383,4 +411,4 @@ def test_the_cache_key_holds_everything_the_graph_depends_on(tiny):
         export_key("ab" * 32, TINY, 17, True, False),
     ]
     assert all(key != base for key in changed)
-    assert {"torch", "onnx", "onnxscript", "exporter", "opset", "checkpoint_sha256"} <= set(base)
+    assert {"torch", "onnx", "onnxscript", "exporter", "graph", "opset", "checkpoint_sha256"} <= set(base)

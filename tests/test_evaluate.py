@@ -207,6 +207,15 @@ def test_bench_reports_every_throughput(env_root):
     assert result["onnx_max_coord_diff"] < 1e-3
 
 
+def test_bench_takes_its_repeats_in_rounds_so_a_slow_spell_hits_every_measurement():
+    from convnextpose_eval.bench import _rounds
+
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name) or len(calls)) for name in ("a", "b", "e")}
+    assert _rounds(steps, 3) == {"a": [1, 4, 7], "b": [2, 5, 8], "e": [3, 6, 9]}
+    assert calls == ["a", "b", "e"] * 3
+
+
 def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):
     import torch
 

@@ -16,7 +16,9 @@ from convnextpose_eval.network import (
     ConvNeXtPose,
     count_macs,
     count_parameters,
+    moment_table,
     soft_argmax_3d,
+    soft_argmax_3d_moments,
 )
 
 # REFERENCE.md section 2 (verified by building the network upstream) and the paper.
@@ -163,9 +165,23 @@ def loop_soft_argmax(heatmaps: torch.Tensor, joints: int, depth: int) -> list:
     return result
 
 
-def test_soft_argmax_against_python_loop():
+def _moments_form(heatmaps: torch.Tensor, joints: int, depth: int) -> torch.Tensor:
+    return soft_argmax_3d_moments(heatmaps, joints, depth, moment_table(heatmaps.shape[2], heatmaps.shape[3]))
+
+
+# The authors' arrangement (PyTorch engine) and the one-pass arrangement the ONNX export carries.
+SOFT_ARGMAX_FORMS = {"marginals": soft_argmax_3d, "moments": _moments_form}
+
+
+def test_moment_table_lists_each_pixels_x_y_and_one_in_row_major_order():
+    assert moment_table(2, 3).tolist() == [[0, 0, 1], [1, 0, 1], [2, 0, 1], [0, 1, 1], [1, 1, 1], [2, 1, 1]]
+    assert moment_table(2, 3).dtype == torch.float32
+
+
+@pytest.mark.parametrize("form", SOFT_ARGMAX_FORMS)
+def test_soft_argmax_against_python_loop(form):
     heatmaps = torch.randn(2, 2 * 3, 4, 5, generator=torch.Generator().manual_seed(3)) * 2
-    got = soft_argmax_3d(heatmaps, 2, 3)
+    got = SOFT_ARGMAX_FORMS[form](heatmaps, 2, 3)
     assert got.shape == (2, 2, 3)
     assert got.double() == pytest.approx(torch.tensor(loop_soft_argmax(heatmaps, 2, 3), dtype=torch.double), abs=1e-5)
 
@@ -182,18 +198,19 @@ def test_soft_argmax_against_python_loop():
 )
 def test_soft_argmax_against_einsum(batch, joints, depth, height, width, scale, seed):
     heatmaps = torch.randn(batch, joints * depth, height, width, generator=torch.Generator().manual_seed(seed)) * scale
-    got = soft_argmax_3d(heatmaps, joints, depth)
     expected = einsum_soft_argmax(heatmaps, joints, depth)
-    assert torch.allclose(got.double(), expected, atol=1e-4)
+    for form in SOFT_ARGMAX_FORMS.values():
+        assert torch.allclose(form(heatmaps, joints, depth).double(), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("form", SOFT_ARGMAX_FORMS)
 @pytest.mark.parametrize("peak", [(0, 0, 0), (3, 1, 4), (5, 6, 2), (5, 6, 7)])
-def test_soft_argmax_single_peak_gives_its_position(peak):
+def test_soft_argmax_single_peak_gives_its_position(peak, form):
     depth, height, width, joints = 6, 7, 8, 3
     d, y, x = peak
     heatmaps = torch.zeros(1, joints * depth, height, width)
     heatmaps[0, 1 * depth + d, y, x] = 1000.0  # joint 1 only; channel = joint * depth_dim + depth bin
-    out = soft_argmax_3d(heatmaps, joints, depth)
+    out = SOFT_ARGMAX_FORMS[form](heatmaps, joints, depth)
     assert out[0, 1].tolist() == pytest.approx([x, y, d], abs=1e-3)
     centre = [(width - 1) / 2, (height - 1) / 2, (depth - 1) / 2]  # flat volume: the expectation is the centre
     assert out[0, 0].tolist() == pytest.approx(centre, abs=1e-4)
@@ -237,3 +254,17 @@ def test_depth_dim_override_reaches_the_network(monkeypatch, tmp_path):
     assert spec.depth_dim == 32 and spec.head_channels == 256
     model = ConvNeXtPose(spec)
     assert model.head.final_layer.out_channels == 576
+
+
+@pytest.mark.parametrize("name", ["XS", "L"])
+def test_both_soft_argmax_forms_agree_on_the_networks_own_heatmaps(name, source_networks):
+    """The real heatmap sizes (32^3 and 64^3 volumes per joint), where float32 summation order shows most."""
+    model = source_networks[name]
+    with torch.no_grad():
+        heatmaps = model.heatmaps(torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(7)))
+        marginals = soft_argmax_3d(heatmaps, JOINTS, DEPTH_DIM[name])
+        moments = _moments_form(heatmaps, JOINTS, DEPTH_DIM[name])
+        assert torch.equal(model(torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(7))), marginals)
+    expected = einsum_soft_argmax(heatmaps, JOINTS, DEPTH_DIM[name])
+    assert (moments.double() - expected).abs().max() < 1e-4
+    assert (marginals.double() - expected).abs().max() < 1e-4

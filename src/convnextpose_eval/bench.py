@@ -19,7 +19,9 @@
 (e) and (f) are null, with the reason, when the ONNX packages are missing or the export fails.
 
 (a), (b) and (e) run on the same decoded crops, held in memory, and their outputs are compared. Each
-measurement is repeated ``bench.repeats`` times and the fastest repeat counts. Under a reduced
+measurement is repeated ``bench.repeats`` times and the fastest repeat counts; the repeats are taken in
+rounds ((a), (b), (e), then again; (c), (f), then again), so that the ratios compare like with like on
+a machine whose speed drifts. Under a reduced
 ``trainer.precision`` the pipeline also runs in float32 to report the MPJPE change. Progress (phase,
 images done) goes to stderr; the last line printed on stdout is one JSON object.
 """
@@ -116,17 +118,29 @@ def _autocast(settings: EvalConfig, device: torch.device):
     return nullcontext()
 
 
-def _best_time(step: Callable[[], None], repeats: int, device: torch.device) -> float:
-    best = float("inf")
-    for _ in range(repeats):
+def _timed(step: Callable[[], None], device: torch.device) -> Callable[[], float]:
+    """``step`` made to return its own seconds (with the GPU's queue drained on both sides)."""
+
+    def run() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+        return time.perf_counter() - start
+
+    return run
+
+
+def _rounds(steps: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[Any]]:
+    """Every step once per round, for ``repeats`` rounds: a slow spell of a shared machine then falls on
+    all the measurements alike instead of on whichever one was running, which would skew their ratios."""
+    out: dict[str, list[Any]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            out[name].append(step())
+    return out
 
 
 def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
@@ -158,10 +172,6 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         loop = float(writer.results["throughput"]["seconds"])
         return PipelineRun(float(writer.results["metrics"]["mpjpe"]), loop, wall - loop)
 
-    def best_pipeline(phase: str, **kwargs: Any) -> PipelineRun:
-        runs = [pipeline(phase, **kwargs) for _ in range(repeats)]
-        return PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs))
-
     pipeline("warm-up: first pipeline pass (crop cache)")
     images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
     batches = [images[i : i + batch_size] for i in range(0, count, batch_size)]
@@ -180,7 +190,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         mirrored[..., 0] = size - 1 - mirrored[..., 0]
         return (plain + mirrored) / 2
 
-    def timed_pass(phase: str, step: Callable[[torch.Tensor], object]) -> Callable[[], None]:
+    def timed_pass(phase: str, step: Callable[[torch.Tensor], object]) -> Callable[[], float]:
         def run() -> None:
             done = 0
             for batch in batches:
@@ -188,7 +198,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
                 done += batch.shape[0]
                 progress(phase, done)
 
-        return run
+        return _timed(run, device)
 
     def eager_step(batch: torch.Tensor) -> None:
         # The plain way is exact float32: no TF32, whatever (b) and (c) were asked to use.
@@ -208,12 +218,30 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     with torch.no_grad():
         coord_diff = float((eager_coords(batches[0]) - fast).abs().max())
 
-    eager_pass, inference_pass = timed_pass("(a) eager fp32", eager_step), timed_pass("(b) inference", inference_step)
-    eager_pass()
-    inference_pass()
-    eager_s = _best_time(eager_pass, repeats, device)
-    inference_s = _best_time(inference_pass, repeats, device)
-    piped = best_pipeline("(c) pipeline")
+    onnx_settings = dataclasses.replace(settings, backend=Backend.onnxruntime)
+    onnx_module, onnx_note = _onnx_engine(onnx_settings, datamodule)
+    passes = {"a": timed_pass("(a) eager fp32", eager_step), "b": timed_pass("(b) inference", inference_step)}
+    if onnx_module is not None:
+        forward = onnx_module.backend
+        assert isinstance(forward, Forward)
+
+        def onnx_step(batch: torch.Tensor) -> None:
+            with torch.inference_mode():
+                module.predict_coords(batch.to(device), backend=forward)
+
+        with torch.inference_mode():
+            onnx_diff = float((module.predict_coords(batches[0].to(device), backend=forward) - fast).abs().max())
+        passes["e"] = timed_pass("(e) ONNX Runtime", onnx_step)
+    for warm_up in passes.values():
+        warm_up()
+    best = {name: min(times) for name, times in _rounds(passes, repeats).items()}
+
+    pipelines: dict[str, Callable[[], PipelineRun]] = {"c": lambda: pipeline("(c) pipeline")}
+    if onnx_module is not None:
+        pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module, run=onnx_settings)
+        pipelines["f"] = lambda: pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module, run=onnx_settings)
+    piped = {name: PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs))
+             for name, runs in _rounds(pipelines, repeats).items()}  # fmt: skip
 
     def data_pass() -> None:
         done = 0
@@ -221,15 +249,28 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
             done += batch["image"].shape[0]
             progress("(d) data path", done)
 
-    data_s = _best_time(data_pass, repeats, device)
-    onnx = _onnx_rates(settings, module, datamodule, batches, fast, piped.mpjpe, inference_s, device, timed_pass, pipeline, best_pipeline)
-    mpjpe = piped.mpjpe
+    timed_data_pass = _timed(data_pass, device)
+    data_s = min(timed_data_pass() for _ in range(repeats))
+    mpjpe = piped["c"].mpjpe
     reduced_precision = not settings.trainer.precision.startswith("32") or settings.trainer.tf32
     if reduced_precision:
         exact = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, precision="32-true", tf32=False))
         exact_mpjpe = pipeline("float32 MPJPE pass", run=exact).mpjpe
     else:
         exact_mpjpe = mpjpe
+    eager_s, inference_s = best["a"], best["b"]
+    if onnx_module is not None:
+        onnx_s, onnx_piped = best["e"], piped["f"]
+        onnx_info = onnx_module.onnx_info or {}
+        onnx: dict[str, object] = {
+            "onnx_ips": count / onnx_s, "onnx_vs_inference": inference_s / onnx_s, "onnx_max_coord_diff": onnx_diff,
+            "onnx_pipeline_ips": count / onnx_piped.loop_s, "onnx_pipeline_vs_onnx": onnx_s / onnx_piped.loop_s,
+            "onnx_pipeline_fixed_s": onnx_piped.fixed_s, "onnx_mpjpe_change_vs_pytorch": onnx_piped.mpjpe - mpjpe,
+            "onnx_provider": settings.onnx_provider.value, "onnx_export_cached": bool((onnx_info.get("cache") or {}).get("hit")),
+            "onnx_source_verified": onnx_info.get("source_verified"), "onnx_pipeline_vs_eager": eager_s / onnx_piped.loop_s,
+        }  # fmt: skip
+    else:
+        onnx = {key: None for key in ONNX_KEYS} | {"onnx_note": onnx_note}
     return {
         "variant": settings.variant.name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)",
@@ -237,60 +278,33 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         "num_images": count,
         "eager_fp32_ips": count / eager_s,
         "inference_ips": count / inference_s,
-        "pipeline_ips": count / piped.loop_s,
-        "pipeline_fixed_s": piped.fixed_s,
+        "pipeline_ips": count / piped["c"].loop_s,
+        "pipeline_fixed_s": piped["c"].fixed_s,
         "data_ips": count / data_s,
         "inference_vs_eager": eager_s / inference_s,
-        "pipeline_vs_inference": inference_s / piped.loop_s,
+        "pipeline_vs_inference": inference_s / piped["c"].loop_s,
         "precision": settings.trainer.precision,
         "tf32": settings.trainer.tf32,
         "max_coord_diff_vs_eager": coord_diff,
         "mpjpe": mpjpe,
         "mpjpe_change_vs_fp32": mpjpe - exact_mpjpe if reduced_precision else 0.0,
         **onnx,
-        "onnx_pipeline_vs_eager": onnx["onnx_pipeline_ips"] * eager_s / count if onnx["onnx_pipeline_ips"] else None,
     }
 
 
-def _onnx_rates(settings: EvalConfig, module: PoseEvaluator, datamodule: Any, batches: list[torch.Tensor],
-                reference: torch.Tensor, reference_mpjpe: float, inference_s: float, device: torch.device,
-                timed_pass: Callable[[str, Callable[[torch.Tensor], object]], Callable[[], None]],
-                pipeline: Callable[..., PipelineRun], best_pipeline: Callable[..., PipelineRun]) -> dict[str, object]:  # fmt: skip
-    """(e) and (f): the ONNX Runtime engine built as ``backend=onnxruntime`` builds it (the checkpoint's cached
-    export, proven against it), timed on (b)'s crops and through a whole trainer.test.
+# The JSON line's ONNX Runtime figures, null (with ``onnx_note``) when ONNX Runtime could not be measured.
+ONNX_KEYS = ("onnx_ips", "onnx_vs_inference", "onnx_max_coord_diff", "onnx_pipeline_ips", "onnx_pipeline_vs_onnx",
+             "onnx_pipeline_fixed_s", "onnx_mpjpe_change_vs_pytorch", "onnx_pipeline_vs_eager")  # fmt: skip
 
-    ``reference`` is (b)'s output on the first batch, ``reference_mpjpe`` (c)'s MPJPE and ``inference_s`` (b)'s best
-    time, measured just before.
-    """
-    missing = {"onnx_ips": None, "onnx_vs_inference": None, "onnx_max_coord_diff": None, "onnx_pipeline_ips": None,
-               "onnx_pipeline_vs_onnx": None, "onnx_pipeline_fixed_s": None, "onnx_mpjpe_change_vs_pytorch": None}  # fmt: skip
-    onnx_settings = dataclasses.replace(settings, backend=Backend.onnxruntime)
+
+def _onnx_engine(onnx_settings: EvalConfig, datamodule: Any) -> tuple[PoseEvaluator | None, str | None]:
+    """The ONNX Runtime engine built as ``backend=onnxruntime`` builds it (the checkpoint's cached export,
+    proven against it), or None and the reason: (e) and (f) are optional, (a) to (d) stand without them."""
     try:
         print("bench: exporting the checkpoint into the ONNX cache (or finding it there)", file=sys.stderr, flush=True)
-        onnx_module = build_evaluator(onnx_settings, check_crops=lambda arch: check_crops_from(datamodule))
-    except BackendError as exc:  # (e) and (f) are optional: (a) to (d) still stand without them
-        return {**missing, "onnx_note": one_line(exc)}
-    forward = onnx_module.backend
-    assert isinstance(forward, Forward)
-
-    def onnx_step(batch: torch.Tensor) -> None:
-        with torch.inference_mode():
-            module.predict_coords(batch.to(device), backend=forward)
-
-    with torch.inference_mode():
-        diff = float((module.predict_coords(batches[0].to(device), backend=forward) - reference).abs().max())
-    onnx_pass = timed_pass("(e) ONNX Runtime", onnx_step)
-    onnx_pass()
-    onnx_s = _best_time(onnx_pass, settings.bench.repeats, device)
-    pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module, run=onnx_settings)
-    piped = best_pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module, run=onnx_settings)
-    count = sum(batch.shape[0] for batch in batches)
-    onnx_info = onnx_module.onnx_info or {}
-    return {"onnx_ips": count / onnx_s, "onnx_vs_inference": inference_s / onnx_s, "onnx_max_coord_diff": diff,
-            "onnx_pipeline_ips": count / piped.loop_s, "onnx_pipeline_vs_onnx": onnx_s / piped.loop_s,
-            "onnx_pipeline_fixed_s": piped.fixed_s, "onnx_mpjpe_change_vs_pytorch": piped.mpjpe - reference_mpjpe,
-            "onnx_provider": settings.onnx_provider.value, "onnx_export_cached": bool((onnx_info.get("cache") or {}).get("hit")),
-            "onnx_source_verified": onnx_info.get("source_verified")}  # fmt: skip
+        return build_evaluator(onnx_settings, check_crops=lambda arch: check_crops_from(datamodule)), None
+    except BackendError as exc:
+        return None, one_line(exc)
 
 
 def main(argv: list[str] | None = None) -> int:

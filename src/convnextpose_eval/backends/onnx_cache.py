@@ -1,10 +1,10 @@
 """Cached exports: each checkpoint exported once into ``paths.cache_dir``, then reused by runs, sweep jobs and ranks.
 
 An entry is keyed by everything that decides the exported graph: the checkpoint's sha256, the
-architecture, how the network is laid out (BatchNorm folding, channels_last), the opset, and the
-versions of torch, onnx and onnxscript. Next to each file a record holds the full key and the file's
-sha256; an entry whose record is missing, foreign or does not match its file is a miss and is rebuilt,
-never served. One process exports while the others wait on a file lock, so DDP ranks and parallel
+architecture, how the network is laid out (BatchNorm folding, channels_last) and arranged for export, the
+opset, and the versions of torch, onnx and onnxscript. Next to each file a record holds the full key and
+the file's sha256; an entry whose record is missing, foreign or does not match its file is a miss and is
+rebuilt, never served. One process exports while the others wait on a file lock, so DDP ranks and parallel
 sweep jobs share one export. The file and its record are written atomically.
 """
 
@@ -26,7 +26,7 @@ import torch
 from ..atomic import atomic_write_json
 from ..errors import BackendError
 from ..network import ArchSpec, ConvNeXtPose
-from .onnx_export import EXPORTER, export_onnx
+from .onnx_export import EXPORTER, GRAPH_FORM, export_onnx
 from .onnx_checks import onnx_file_name, require
 
 CACHE_FORMAT = 1
@@ -53,6 +53,7 @@ def export_key(checkpoint_sha256: str, arch: ArchSpec, opset: int, fold_batchnor
         "channels_last": channels_last,
         "opset": opset,
         "exporter": EXPORTER,
+        "graph": GRAPH_FORM,
         "torch": torch.__version__,
         "onnx": _version("onnx"),
         "onnxscript": _version("onnxscript"),

@@ -61,6 +61,7 @@ class OnnxRuntimeForward(Forward):
         self.source_verified = False
         self.verification: dict[str, Any] | None = None
         self.cache: dict[str, Any] | None = None
+        self._input: torch.Tensor | None = None
         self._open()
 
     def _open(self) -> None:
@@ -178,6 +179,15 @@ class OnnxRuntimeForward(Forward):
 
     # ------------------------------------------------------------------ running and describing
 
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """As every engine, with the normalized batch written into one float32 buffer kept from call to call:
+        ONNX Runtime has read it when ``run`` returns, and a fresh 25 MB batch each call cost more in page
+        faults than the arithmetic (about 15 ms of a 300 ms XS batch on two cores)."""
+        if self._input is None or self._input.shape != crops.shape:
+            with torch.inference_mode(False):  # a normal tensor, writable in and out of inference mode
+                self._input = torch.empty(crops.shape, dtype=torch.float32)
+        return self.run(self.normalize(crops.cpu(), out=self._input)).float().to(crops.device)
+
     def run(self, images: torch.Tensor) -> torch.Tensor:
         size = self.arch.input_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
@@ -218,6 +228,7 @@ class OnnxRuntimeForward(Forward):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_session", None)
+        state["_input"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -91,9 +91,12 @@ class ConvNeXtPose(nn.Module):
         self.backbone = ConvNeXtBNBackbone(spec.depths, spec.dims, spec.block_kernel)
         self.head = PoseHead(spec)
 
+    def heatmaps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, joint_num * depth_dim, H, W) heatmap logits, before the soft-argmax."""
+        return self.head(self.backbone(images))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        heatmaps = self.head(self.backbone(images))
-        return soft_argmax_3d(heatmaps, self.spec.joint_num, self.spec.depth_dim)
+        return soft_argmax_3d(self.heatmaps(images), self.spec.joint_num, self.spec.depth_dim)
 
 
 def count_parameters(model: nn.Module) -> int:

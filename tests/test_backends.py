@@ -170,22 +170,28 @@ def test_normalization_in_place_gives_the_plain_formulas_values_bit_for_bit(tiny
     assert torch.equal(forward.normalize(crops.float()), plain)
     out = torch.full((2, 3, 64, 64), float("nan"))
     assert forward.normalize(crops, out=out) is out and torch.equal(out, plain)
+    for wrong in (torch.empty(4, 3, 64, 64), torch.empty(2, 3, 64, 64, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="normalize: out is"):
+            forward.normalize(crops, out=wrong)
 
 
 def test_the_onnx_engine_reuses_its_input_buffer_without_mixing_batches(tiny):
-    """Batches of other sizes, in and out of inference mode, each give what a fresh engine gives them."""
+    """Batches of one size reuse one buffer, in and out of inference mode; each batch, of whatever size,
+    gives what a fresh engine gives it."""
     generator = torch.Generator().manual_seed(6)
-    batches = [torch.randint(0, 256, (n, 3, 64, 64), generator=generator, dtype=torch.uint8) for n in (3, 1, 3, 2)]
+    batches = [torch.randint(0, 256, (n, 3, 64, 64), generator=generator, dtype=torch.uint8) for n in (3, 3, 3, 1, 1, 2)]
     source = _source(tiny, onnx_path=str(tiny["export"]))
     reused = build_forward("onnxruntime", source)
-    got = []
+    got, buffers = [], []
     for index, batch in enumerate(batches):
         with torch.inference_mode(index % 2 == 0):
-            got.append(reused(batch).clone())
+            got.append(reused(batch))
+        buffers.append(reused._input)
+    assert buffers[0] is buffers[1] is buffers[2] and buffers[3] is buffers[4] and buffers[2] is not buffers[3]
     for batch, coords in zip(batches, got):
         with torch.no_grad():
             assert torch.equal(coords, build_forward("onnxruntime", source)(batch))
-    assert not torch.equal(got[0], got[2])
+    assert not torch.equal(got[0], got[1])
 
 
 # --------------------------------------------------------------------------- the four hostile files

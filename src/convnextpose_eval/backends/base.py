@@ -62,6 +62,8 @@ class Forward(torch.nn.Module, ABC):
         """
         if out is None:
             out = torch.empty(crops.shape, dtype=torch.float32, device=crops.device)
+        elif out.shape != crops.shape or out.dtype != torch.float32 or out.device != crops.device:
+            raise ValueError(f"normalize: out is {out.dtype} {tuple(out.shape)} on {out.device}, crops {tuple(crops.shape)} on {crops.device}")
         out.copy_(crops)
         out.sub_(self.pixel_mean.to(crops.device))
         return out.div_(self.pixel_std.to(crops.device))

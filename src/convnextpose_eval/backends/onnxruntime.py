@@ -182,7 +182,8 @@ class OnnxRuntimeForward(Forward):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """As every engine, with the normalized batch written into one float32 buffer kept from call to call:
         ONNX Runtime has read it when ``run`` returns, and a fresh 25 MB batch each call cost more in page
-        faults than the arithmetic (about 15 ms of a 300 ms XS batch on two cores)."""
+        faults than the arithmetic (about 15 ms of a 300 ms XS batch on two cores). So one engine serves
+        one thread at a time, as the evaluator calls it."""
         if self._input is None or self._input.shape != crops.shape:
             with torch.inference_mode(False):  # a normal tensor, writable in and out of inference mode
                 self._input = torch.empty(crops.shape, dtype=torch.float32)

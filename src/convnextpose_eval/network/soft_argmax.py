@@ -40,7 +40,7 @@ def soft_argmax_3d_moments(heatmaps: torch.Tensor, joint_num: int, depth_dim: in
     batch, _, height, width = heatmaps.shape
     volume = heatmaps.reshape(batch, joint_num, depth_dim * height * width).float()
     prob = torch.softmax(volume, dim=2).reshape(batch, joint_num, depth_dim, height * width)
-    moments = prob @ table  # (B, J, D, 3): each depth slice's x moment, y moment and mass
+    moments = prob @ table.to(prob.device, prob.dtype)  # (B, J, D, 3): each depth slice's x moment, y moment and mass
     xy = moments[..., :2].sum(dim=2)
     z = moments[..., 2] @ torch.arange(depth_dim, device=heatmaps.device, dtype=prob.dtype)
     return torch.cat((xy, z.unsqueeze(2)), dim=2)

@@ -356,3 +356,23 @@ def test_a_truncated_image_in_one_ranks_shard_is_one_line_under_ddp(data, tmp_pa
     ddp = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
     run = run_in_process(monkeypatch, tmp_path, *xs_args(data, out, tmp_path / "cache", ckpt, *ddp))
     assert_refused(run, out, str(victim), problem="truncated JPEG")
+
+
+def test_a_bugs_traceback_goes_with_its_failure_record_when_the_rerun_succeeds(data, tmp_path, ckpt, monkeypatch) -> None:
+    """A failure the tool did not foresee leaves failure.json and traceback.txt; the same command, once it
+    succeeds, leaves neither beside its results (a stale traceback would say the run failed)."""
+    out = tmp_path / "out"
+    args = xs_args(data, out, tmp_path / "cache", ckpt)
+
+    def planted_bug(*_args, **_kwargs):
+        raise RuntimeError("a planted bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("convnextpose_eval.evaluation.build_trainer", planted_bug)
+        failed = run_in_process(patch, tmp_path, *args)
+    assert failed.returncode != 0 and len(failed.error_lines) == 1, failed.describe()
+    assert "unexpected RuntimeError: a planted bug" in failed.error_lines[0] and str(out / "traceback.txt") in failed.error_lines[0]
+    assert "a planted bug" in (out / "traceback.txt").read_text() and _leftovers(out) == ["failure.json", "traceback.txt"]
+    rerun = run_in_process(monkeypatch, tmp_path, *args)
+    assert rerun.returncode == 0, rerun.describe()
+    assert _leftovers(out) == ["predictions.json", "results.json", "worst_cases.png"], _leftovers(out)

@@ -29,7 +29,7 @@ from .evaluator import PoseEvaluator
 from .backends import CheckCrops
 from .backends.onnx_checks import onnx_file_for, onnx_packages_installed, require_onnx_packages
 from .report.summary import format_summary, oracle_verdict
-from .results.files import FAILURE_FILE, RESULTS_FILE
+from .results.files import FAILURE_FILE, RESULTS_FILE, TRACEBACK_FILE
 from .results.records import TOOL_NAME, InferenceSettings, RunSettings
 from .results.writer import ResultsWriter
 from .resume import config_digest, kept_results
@@ -313,8 +313,8 @@ def _internal_error(exc: BaseException, output_dir: Path) -> str:
 
     text = "".join(traceback.format_exception(exc))
     try:
-        atomic_write_text(output_dir / "traceback.txt", text)
-        where = f"; traceback in {output_dir / 'traceback.txt'}"
+        atomic_write_text(output_dir / TRACEBACK_FILE, text)
+        where = f"; traceback in {output_dir / TRACEBACK_FILE}"
     except OSError:
         where = ""
     return f"unexpected {type(exc).__name__}: {one_line(exc)}{where}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .atomic import announced_files, has_content, temporary_names
 from .errors import ConfigError
-from .results.files import FAILURE_FILE, PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
+from .results.files import FAILURE_FILE, PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, TRACEBACK_FILE, WORST_CASES_PNG
 from .results.records import TOOL_NAME
 
 LOCK_FILE = ".convnextpose_eval.lock"
@@ -53,13 +53,16 @@ class RunFolder:
         for path in present:
             if not (_written_by_us(path) or (path.name in announced and has_content(path, announced[path.name]))):
                 raise ConfigError(f"{path}: exists and was not written by this tool; choose another hydra.run.dir")
-        # What a killed write leaves besides: the temporary files of our own names, and the manifest.
+        # What a killed write leaves besides: the temporary files of our own names, and the manifest; and
+        # the traceback of the failure whose record goes (it would otherwise stand beside the new results).
         leftovers = [tmp for name in (*OUR_FILES, PENDING_FILE) for tmp in temporary_names(self.folder, name)]
+        if self.folder / FAILURE_FILE in present:
+            leftovers.append(self.folder / TRACEBACK_FILE)
         for path in [*present, *leftovers, self.folder / PENDING_FILE]:
             path.unlink(missing_ok=True)
 
 
-# Every file a run writes into its folder under a fixed name (traceback.txt is replaced whole when written).
+# Every file a run writes into its folder under a fixed name (traceback.txt goes with its failure.json).
 OUR_FILES = (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE, WORST_CASES_PNG)
 
 

@@ -3,6 +3,8 @@
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.json"
 FAILURE_FILE = "failure.json"
+# Beside failure.json when the failure was a bug: the traceback, for the report a user files.
+TRACEBACK_FILE = "traceback.txt"
 WORST_CASES_PNG = "worst_cases.png"
 BENCHMARK_JSON = "benchmark_results.json"
 BENCHMARK_MD = "BENCHMARK_REPORT.md"

@@ -7,7 +7,7 @@
 
 import sys
 
-from convnextpose_eval.command import main as run_command
+from convnextpose_eval.cli.command import main as run_command
 
 
 def main() -> int:

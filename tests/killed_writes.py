@@ -24,7 +24,7 @@ RUN_FILES = (PREDICTIONS_FILE, WORST_CASES_PNG, RESULTS_FILE)
 
 _CHILD = """
 import json, signal, sys
-from convnextpose_eval.atomic import write_file_set
+from convnextpose_eval.common.atomic import write_file_set
 from convnextpose_eval.results.files import PENDING_FILE
 from convnextpose_eval.results.records import TOOL_NAME
 

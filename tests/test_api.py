@@ -34,7 +34,7 @@ def api_root(eval_root_with_sample, monkeypatch_module) -> Path:
 @pytest.fixture(autouse=True)
 def default_command_name(monkeypatch) -> None:
     """Hints name the command as ``python -m convnextpose_eval`` from Python, whatever another test's entry point set."""
-    from convnextpose_eval import errors
+    from convnextpose_eval.common import errors
 
     monkeypatch.setattr(errors, "_command", ["python -m convnextpose_eval"])
 

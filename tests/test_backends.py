@@ -32,7 +32,7 @@ from convnextpose_eval.backends import ENGINES, ForwardSource, build_forward  # 
 from convnextpose_eval.backends.onnx_cache import export_key  # noqa: E402
 from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward  # noqa: E402
 from convnextpose_eval.backends.pytorch import PyTorchForward  # noqa: E402
-from convnextpose_eval.errors import BackendError  # noqa: E402
+from convnextpose_eval.common.errors import BackendError  # noqa: E402
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose  # noqa: E402
 from convnextpose_eval.report.summary import format_summary  # noqa: E402
 

@@ -22,7 +22,7 @@ import torch
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from convnextpose_eval.errors import BackendError
+from convnextpose_eval.common.errors import BackendError
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 from convnextpose_eval.network.fuse import fold_batchnorm
 from convnextpose_eval.backends.onnx_checks import arch_from_metadata, arch_metadata, onnx_file_for, read_onnx_arch
@@ -339,7 +339,7 @@ def report_arch(path: Path) -> ArchSpec:
 
 
 def test_evaluator_with_variant_auto_takes_the_architecture_from_the_file(tiny_with_source, auto_variant_cfg, variant_cfgs, tmp_path):
-    from convnextpose_eval.evaluator import PoseEvaluator
+    from convnextpose_eval.model.evaluator import PoseEvaluator
 
     module = PoseEvaluator(auto_variant_cfg, None, known_variants=variant_cfgs, onnx_path=str(tiny_with_source))
     module.configure_network()

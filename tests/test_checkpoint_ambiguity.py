@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from convnextpose_eval.checkpoint.reader import read_checkpoint
-from convnextpose_eval.errors import CheckpointError, EvalError
+from convnextpose_eval.common.errors import CheckpointError, EvalError
 
 # A modern head key of every variant and the name the M/L files give the same weight (REFERENCE.md section 1).
 MODERN_KEY = "head.deconv_layers_1.dwconv.weight"

@@ -38,7 +38,7 @@ from convnextpose_eval.checkpoint.architecture import (
 )
 from convnextpose_eval.checkpoint.reader import LoadedCheckpoint, read_checkpoint
 from convnextpose_eval.config.compose import released_variants
-from convnextpose_eval.errors import CheckpointError
+from convnextpose_eval.common.errors import CheckpointError
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 from convnextpose_eval.network.spec import specs_of
 

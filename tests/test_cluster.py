@@ -9,9 +9,9 @@ import warnings
 import pytest
 from omegaconf import OmegaConf
 
-from convnextpose_eval.cluster import Launcher, check_launch, detect_launch
+from convnextpose_eval.common.launch import Launcher, check_launch, detect_launch
 from convnextpose_eval.config.compose import overrides_of
-from convnextpose_eval.errors import ConfigError
+from convnextpose_eval.common.errors import ConfigError
 
 TORCHRUN_RANK1 = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "TORCHELASTIC_RUN_ID": "x"}
 SRUN_TASK1 = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2"}
@@ -89,7 +89,7 @@ def test_hydra_flags_and_their_values_are_not_overrides():
 
 
 def test_config_digest_ignores_what_cannot_change_a_figure(compose):
-    from convnextpose_eval.resume import config_digest
+    from convnextpose_eval.run.resume import config_digest
 
     base = config_digest(compose("experiment=demo", "variant=XS"))
     assert config_digest(compose("experiment=demo", "variant=XS", "trainer.progress_bar=false", "data.num_workers=0",
@@ -101,7 +101,7 @@ def test_config_digest_ignores_what_cannot_change_a_figure(compose):
 def test_lightning_srun_hint_is_not_printed(compose, tmp_path, monkeypatch):
     """Lightning warns wherever an ``srun`` binary is on PATH; the tool silences it where it builds the trainer."""
     from convnextpose_eval.config.checks import checked_config
-    from convnextpose_eval.evaluation import build_trainer, quiet_lightning
+    from convnextpose_eval.run.evaluation import build_trainer, quiet_lightning
 
     stub = tmp_path / "bin" / "srun"
     stub.parent.mkdir()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from convnextpose_eval.data import images
 from convnextpose_eval.data.images import read_image
-from convnextpose_eval.errors import DataError
+from convnextpose_eval.common.errors import DataError
 
 IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 WIDTH, HEIGHT = 160, 120
@@ -160,7 +160,7 @@ CLOSED_STDERR_SCRIPT = """
 import os, sys
 from pathlib import Path
 from convnextpose_eval.data.images import read_image
-from convnextpose_eval.errors import DataError
+from convnextpose_eval.common.errors import DataError
 os.close(2)
 good, bad = Path(sys.argv[1]), Path(sys.argv[2])
 print(read_image(good, {width}, {height}).shape)

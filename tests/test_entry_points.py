@@ -74,7 +74,8 @@ def test_subcommands_have_help(args, expected, capsys, monkeypatch):
     """``bench --help`` and ``export --help`` used to exit 2. Run in this process (torch is loaded already)
     through the console script's function, its dispatch included: ``python -m convnextpose_eval.bench``
     calls the same ``main``."""
-    from convnextpose_eval import command, errors
+    from convnextpose_eval.cli import command
+    from convnextpose_eval.common import errors
 
     monkeypatch.setattr(errors, "_command", [errors.command()])  # the command name the call sets is undone afterwards
     try:
@@ -88,13 +89,13 @@ def test_subcommands_have_help(args, expected, capsys, monkeypatch):
 
 
 def test_compare_subcommand_is_wired(root):
-    """``compare`` reaches convnextpose_eval.compare (its own --help), or says in one line that it is not there."""
+    """``compare`` reaches convnextpose_eval.cli.compare (its own --help), or says in one line that it is not there."""
     done = run_cli(root, "compare", "--help", module=MODULE)
     try:
-        import convnextpose_eval.compare  # noqa: F401
+        import convnextpose_eval.cli.compare  # noqa: F401
     except ModuleNotFoundError:
         assert done.returncode == 2 and done.error_lines == ["error: compare: this installation has no compare command yet "
-                                                              "(module convnextpose_eval.compare is missing)"], done.describe()  # fmt: skip
+                                                              "(module convnextpose_eval.cli.compare is missing)"], done.describe()  # fmt: skip
     else:
         assert done.returncode == 0 and "usage" in done.stdout.lower(), done.describe()
 
@@ -144,7 +145,8 @@ def test_every_hint_runs_as_printed(eval_root_with_sample, capsys, monkeypatch):
         (("varient=XS",), MODULE),                                # a typo: the help page
         (("varient=XS",), None),                                  # the same through run_eval.py
     ]
-    from convnextpose_eval import command, errors
+    from convnextpose_eval.cli import command
+    from convnextpose_eval.common import errors
 
     monkeypatch.setattr(errors, "_command", [errors.command()])
     monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(eval_root_with_sample("hints_ask")))

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from convnextpose_eval.errors import EvalError
-from convnextpose_eval.evaluator import check_finite
+from convnextpose_eval.common.errors import EvalError
+from convnextpose_eval.model.evaluator import check_finite
 
 
 def test_nan_prediction_is_refused_naming_the_image() -> None:
@@ -41,7 +41,7 @@ def restore_tf32():
 def test_setup_allows_tf32_only_when_asked(compose, restore_tf32, tf32: bool) -> None:
     """PyTorch lets cuDNN use TF32 by default (REFERENCE.md section 7); every rank's setup sets it as configured."""
     from convnextpose_eval.config.compose import as_plain, variant_table
-    from convnextpose_eval.evaluator import PoseEvaluator
+    from convnextpose_eval.model.evaluator import PoseEvaluator
 
     cfg = compose("variant=XS")
     module = PoseEvaluator(as_plain(cfg.variant), ckpt_path=None, oracle=True, tf32=tf32, known_variants=variant_table(cfg))

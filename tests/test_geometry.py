@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from convnextpose_eval.geometry import (
+from convnextpose_eval.common.geometry import (
     camera_to_heatmap,
     camera_to_pixel,
     heatmap_to_camera,

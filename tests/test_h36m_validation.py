@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from convnextpose_eval.data import h36m
 from convnextpose_eval.data.h36m import TestIndex, load_test_index
-from convnextpose_eval.errors import DataError
+from convnextpose_eval.common.errors import DataError
 
 TestIndex.__test__ = False  # a dataclass named Test*: not a test class
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from killed_writes import RUN_FILES, go, start_writer, write_killed_by_file_size_limit
 
-from convnextpose_eval.atomic import write_file_set
+from convnextpose_eval.common.atomic import write_file_set
 from convnextpose_eval.results.files import PENDING_FILE
 from convnextpose_eval.results.records import TOOL_NAME
-from convnextpose_eval.run_folder import RunFolder
+from convnextpose_eval.run.folder import RunFolder
 
 SEEDS = range(16)
 
@@ -80,7 +80,7 @@ def test_a_run_killed_at_any_moment_of_its_writes_never_blocks_the_same_command(
 
 
 def test_someone_elses_file_is_still_refused_beside_a_killed_runs_manifest(tmp_path, run_files) -> None:
-    from convnextpose_eval.errors import ConfigError
+    from convnextpose_eval.common.errors import ConfigError
 
     out = tmp_path / "out"
     out.mkdir()

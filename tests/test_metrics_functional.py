@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from convnextpose_eval.errors import EvalError
+from convnextpose_eval.common.errors import EvalError
 from convnextpose_eval.metrics import (
     ALIGNMENTS,
     MetricInputError,

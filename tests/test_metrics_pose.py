@@ -24,7 +24,7 @@ from test_metrics_functional import (
     ref_similarity_align,
 )
 
-from convnextpose_eval.errors import EvalError
+from convnextpose_eval.common.errors import EvalError
 from convnextpose_eval.metrics import (
     METRIC_NAMES,
     MetricInputError,

@@ -12,10 +12,10 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from convnextpose_eval.human36m import ACTION_NAMES
-from convnextpose_eval.hydra_callbacks import SweepReport
+from convnextpose_eval.common.human36m import ACTION_NAMES
+from convnextpose_eval.run.sweep import SweepReport
 from convnextpose_eval.report.entries import DEAD_JOB_ERROR
-from convnextpose_eval.report.paper import compare_to_paper, tolerance_band
+from convnextpose_eval.results.paper import compare_to_paper, tolerance_band
 from convnextpose_eval.report.summary import format_summary
 from convnextpose_eval.report.sweep import write_sweep_report
 from convnextpose_eval.results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
@@ -351,7 +351,7 @@ def test_callback_fails_when_report_cannot_be_written(tmp_path: Path, capsys) ->
 
 def test_sweep_markdown_has_per_joint_table_and_paper_size(tmp_path: Path) -> None:
     """The per-joint errors of each variant, and the paper's parameters and GFLOPs beside ours."""
-    from convnextpose_eval.human36m import JOINT_NAMES
+    from convnextpose_eval.common.human36m import JOINT_NAMES
 
     sweep = tmp_path / "sweep"
     joints = {name: {"mpjpe": 10.0 + i} for i, name in enumerate(JOINT_NAMES[:17])}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from convnextpose_eval.errors import EvalError
-from convnextpose_eval.human36m import ACTION_NAMES
-from convnextpose_eval.report.paper import ORACLE_WARNING, SYNTHETIC_WARNING
+from convnextpose_eval.common.errors import EvalError
+from convnextpose_eval.common.human36m import ACTION_NAMES
+from convnextpose_eval.results.paper import ORACLE_WARNING, SYNTHETIC_WARNING
 from convnextpose_eval.results.worst_cases import (
     GROUND_TRUTH_COLOUR,
     PREDICTION_COLOUR,

@@ -39,8 +39,8 @@ def test_mlflow_logs_one_run_per_sweep_job(demo_sweep_p1, tmp_path):
 
 def test_an_unreachable_mlflow_store_is_refused_in_one_line(tmp_path):
     from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
-    from convnextpose_eval.errors import ConfigError
-    from convnextpose_eval.tracking import build_logger
+    from convnextpose_eval.common.errors import ConfigError
+    from convnextpose_eval.run.tracking import build_logger
 
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
@@ -55,8 +55,8 @@ def test_a_missing_tracking_library_is_one_line_with_its_install(monkeypatch, tm
     import importlib.util
 
     from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
-    from convnextpose_eval.errors import ConfigError
-    from convnextpose_eval.tracking import build_logger
+    from convnextpose_eval.common.errors import ConfigError
+    from convnextpose_eval.run.tracking import build_logger
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
@@ -74,8 +74,8 @@ def test_a_missing_tracking_library_is_one_line_with_its_install(monkeypatch, tm
 )
 def test_a_setting_of_another_logger_is_refused(tmp_path, fields, message):
     from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
-    from convnextpose_eval.errors import ConfigError
-    from convnextpose_eval.tracking import build_logger
+    from convnextpose_eval.common.errors import ConfigError
+    from convnextpose_eval.run.tracking import build_logger
 
     with pytest.raises(ConfigError, match=f"^{message}"):
         build_logger(LoggerConfig(**{**fields, "name": LoggerKind[fields["name"]]}), tmp_path)

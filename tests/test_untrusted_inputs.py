@@ -368,7 +368,7 @@ def test_a_bugs_traceback_goes_with_its_failure_record_when_the_rerun_succeeds(d
         raise RuntimeError("a planted bug")
 
     with monkeypatch.context() as patch:
-        patch.setattr("convnextpose_eval.evaluation.build_trainer", planted_bug)
+        patch.setattr("convnextpose_eval.run.evaluation.build_trainer", planted_bug)
         failed = run_in_process(patch, tmp_path, *args)
     assert failed.returncode != 0 and len(failed.error_lines) == 1, failed.describe()
     assert "unexpected RuntimeError: a planted bug" in failed.error_lines[0] and str(out / "traceback.txt") in failed.error_lines[0]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convnextpose_eval.report.paper import SYNTHETIC_WARNING
+from convnextpose_eval.results.paper import SYNTHETIC_WARNING
 
 # results.json blocks whose figures are tracked, and the name prefix each gets ("metrics" sits at the top).
 TRACKED_BLOCKS = {"metrics": "test", "action_average": "test/action_average", "per_action": "test/per_action",

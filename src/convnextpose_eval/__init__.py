@@ -10,7 +10,14 @@ The API (``evaluate``, ``evaluate_sweep``, ``Results``, ``SweepResults``) is imp
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendError, CheckpointError, ConfigError, DataError, EvalError, SweepError
+from .common.errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    EvalError,
+    SweepError,
+)
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,8 @@
-"""``python -m convnextpose_eval ARGS``: the same as ``convnextpose-eval ARGS`` (see convnextpose_eval.command)."""
+"""``python -m convnextpose_eval ARGS``: the same as ``convnextpose-eval ARGS`` (see convnextpose_eval.cli.command)."""
 
 import sys
 
-from .command import main
+from .cli.command import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m convnextpose_eval"))

@@ -7,7 +7,7 @@
 
 A call goes through Hydra as ``convnextpose-eval ARGS`` does: the same up-front check of the overrides,
 the same composition from the shipped configs, run folder, callbacks (output folder check, sweep report)
-and evaluation code (:func:`convnextpose_eval.evaluation.evaluate_in_folder`). What differs is only what
+and evaluation code (:func:`convnextpose_eval.run.evaluation.evaluate_in_folder`). What differs is only what
 the command line prints and exits with: here failures raise the tool's own errors (EvalError and its
 subclasses, one line each), the summary is the returned object, and the console stays quiet (the run's
 log still goes to ``run_eval.log``). Hydra offers no public call for "run this task with these
@@ -27,9 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+from .common.errors import ConfigError, EvalError, SweepError
 from .config.checks import quote_home_paths, quoted_value
-from .config.compose import CONFIG_MODULE, CONFIG_NAME, composition_error, sweep_overrides
-from .errors import ConfigError, EvalError, SweepError
+from .config.compose import (
+    CONFIG_MODULE,
+    CONFIG_NAME,
+    composition_error,
+    sweep_overrides,
+)
 from .results.files import BENCHMARK_JSON, BENCHMARK_MD, RESULTS_FILE
 
 PathLike = str | os.PathLike[str]
@@ -151,7 +156,7 @@ def _arguments(overrides: Sequence[str], folder_key: str, folder: PathLike | Non
 def _quiet() -> Iterator[None]:
     """Lightning's banners and tips, the deprecation notices of its dependencies and the run's log stay off
     the caller's console; the caller's warning filters and root logger are restored afterwards."""
-    from .evaluation import quiet_lightning
+    from .run.evaluation import quiet_lightning
 
     root, ours, hydra_job = logging.getLogger(), logging.getLogger("convnextpose_eval"), logging.getLogger("hydra.core.utils")
     handlers, level, propagate, hydra_level = list(root.handlers), root.level, ours.propagate, hydra_job.level
@@ -201,7 +206,7 @@ def _task(sweep_dirs: set[Path]) -> Callable[[Any], dict[str, Any] | None]:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from .evaluation import evaluate_in_folder, log_summary
+        from .run.evaluation import evaluate_in_folder, log_summary
 
         hydra_cfg = HydraConfig.get()
         output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -229,7 +234,7 @@ def _run_hydra(arguments: list[str], multirun: bool, task: Callable[[Any], Any])
     from hydra.core.global_hydra import GlobalHydra
 
     from .config.schema import register_schema
-    from .hydra_callbacks import CallbackExit
+    from .run.sweep import CallbackExit
 
     register_schema()
     GlobalHydra.instance().clear()

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write_json
-from ..errors import BackendError
+from ..common.atomic import atomic_write_json
+from ..common.errors import BackendError
 from ..network import ArchSpec, ConvNeXtPose
-from .onnx_export import EXPORTER, GRAPH_FORM, export_onnx
 from .onnx_checks import onnx_file_name, require
+from .onnx_export import EXPORTER, GRAPH_FORM, export_onnx
 
 CACHE_FORMAT = 1
 CACHE_FOLDER = "onnx"

@@ -20,8 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..common.errors import BackendError, ConfigError, command
 from ..config.compose import released_variants
-from ..errors import BackendError, ConfigError, command
 from ..network import ArchSpec
 from ..network.spec import specs_of
 

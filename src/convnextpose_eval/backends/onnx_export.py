@@ -27,10 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_bytes
-from ..errors import BackendError
+from ..common.atomic import atomic_write_bytes
+from ..common.errors import BackendError
 from ..network import ConvNeXtPose, moment_table, soft_argmax_3d_moments
-from .onnx_checks import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, arch_metadata, first_line, model_opset, require
+from .onnx_checks import (
+    INPUT_NAME,
+    METADATA_PREFIX,
+    OUTPUT_NAME,
+    arch_metadata,
+    first_line,
+    model_opset,
+    require,
+)
 from .ort_session import PROVIDERS, make_session
 
 # A refusal gate, not an accuracy claim (the measured difference is reported). Float32 reordering

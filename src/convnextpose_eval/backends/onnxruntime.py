@@ -19,7 +19,7 @@ import torch
 
 from ..checkpoint.architecture import match_variant
 from ..checkpoint.reader import sha256_of
-from ..errors import BackendError
+from ..common.errors import BackendError
 from ..network import ArchSpec
 from .base import Forward, ForwardSource, arch_model_info
 from .onnx_cache import cached_export, export_key

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..errors import BackendError
+from ..common.errors import BackendError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Exact float32 first: ONNX Runtime's CUDA provider runs float32 convolutions and products in TF32 unless told not to.

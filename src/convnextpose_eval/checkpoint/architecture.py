@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
-from ..human36m import JOINT_NUM
+from ..common.errors import CheckpointError
+from ..common.human36m import JOINT_NUM
 from ..network.convnext import ConvNeXtPose
 from ..network.spec import ArchSpec, upsample_for_depth_dim
 from .reader import LoadedCheckpoint, dtype_name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..common.errors import CheckpointError
 from .reader import read_checkpoint
 
 

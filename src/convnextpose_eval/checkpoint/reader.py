@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..common.errors import CheckpointError
 
 _WRAPPER_PREFIXES = ("module.", "model.", "net.", "network.")
 _LEGACY_HEAD = re.compile(r"^(head\.deconv_layers_\d+)\.([012])\.")

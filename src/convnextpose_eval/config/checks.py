@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ..errors import ConfigError, command
+from ..common.errors import ConfigError, command
 from .compose import no_such_setting
 from .schema import PRECISIONS, SAMPLE_MARKER, Backend, EvalConfig, VariantConfig
 

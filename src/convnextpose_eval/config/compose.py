@@ -69,7 +69,7 @@ def overrides_of(arguments: Sequence[str]) -> list[str]:
 
 def no_such_setting(key: str) -> str:
     """The one line for a key the schema does not have, with the closest setting when one is close."""
-    from ..errors import command
+    from ..common.errors import command
     from .help import closest_setting
 
     best = closest_setting(key)
@@ -114,7 +114,11 @@ def composition_error(overrides: Sequence[str], check_values: bool = False) -> s
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        OmegaConfBaseException,
+    )
 
     plain = overrides_of(overrides)
     try:
@@ -123,7 +127,7 @@ def composition_error(overrides: Sequence[str], check_values: bool = False) -> s
         first = {o.input_line: f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in swept}
         cfg = compose_config([first.get(o.input_line, o.input_line) for o in parsed])
         if check_values and not swept and not {"-m", "--multirun"} & set(overrides):
-            from ..errors import ConfigError
+            from ..common.errors import ConfigError
             from .checks import check_single_run, checked_config
 
             try:

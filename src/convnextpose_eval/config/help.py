@@ -97,8 +97,8 @@ def closest_setting(name: str) -> str | None:
 
 
 def register_help_resolvers() -> None:
-    """``${convnextpose_eval.settings:}`` and ``${convnextpose_eval.command:}`` for the help page's template."""
-    from ..errors import command
+    """``${convnextpose_eval.settings:}`` and ``${convnextpose_eval.cli.command:}`` for the help page's template."""
+    from ..common.errors import command
 
     def settings(*, _root_: DictConfig) -> str:
         job = _root_.copy()
@@ -110,7 +110,7 @@ def register_help_resolvers() -> None:
         return settings_help(job).replace("$", "$$")  # the page is then a string.Template
 
     OmegaConf.register_new_resolver("convnextpose_eval.settings", settings, replace=True)
-    OmegaConf.register_new_resolver("convnextpose_eval.command", command, replace=True)
+    OmegaConf.register_new_resolver("convnextpose_eval.cli.command", command, replace=True)
 
 
 HELP_FLAGS = ("-h", "--help")
@@ -121,7 +121,7 @@ def command_help(doc: str, overrides: Sequence[str]) -> str:
     then every setting with its value as composed from ``overrides``."""
     from hydra.errors import HydraException
 
-    from ..errors import command
+    from ..common.errors import command
     from .compose import compose_config
 
     given = [o for o in overrides if o not in HELP_FLAGS and not o.startswith("-")]

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ..cluster import is_rank_zero
+from ..common.launch import is_rank_zero
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 MEMORY_GB_PER_TASK = 4

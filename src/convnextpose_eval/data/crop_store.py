@@ -50,7 +50,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..common.atomic import atomic_write_json
 from . import crops, images
 from .h36m import TestIndex
 

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..atomic import atomic_write_bytes
-from ..errors import DataError
-from ..human36m import (
+from ..common.atomic import atomic_write_bytes
+from ..common.errors import DataError
+from ..common.human36m import (
     ACTION_NAMES,
     JOINT_NUM,
     L_SHOULDER,

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import DataError
+from ..common.errors import DataError
 from .h36m import TestIndex
 
 

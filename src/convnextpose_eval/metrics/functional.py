@@ -13,7 +13,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from ..errors import EvalError
+from ..common.errors import EvalError
 
 Alignment = Literal["none", "rigid", "similarity", "scale"]
 ALIGNMENTS: tuple[str, ...] = get_args(Alignment)

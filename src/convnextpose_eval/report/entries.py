@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ..results.files import FAILURE_FILE, RESULTS_FILE
-from .paper import HEADLINE_METRIC, PAPER_KEY, compare_to_paper
+from ..results.paper import HEADLINE_METRIC, PAPER_KEY, compare_to_paper
 
 DEAD_JOB_ERROR = "no results.json or failure.json (job killed?)"
 

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..human36m import ACTION_NAMES
-from .paper import METRIC_LABELS, ORACLE_WARNING, SYNTHETIC_WARNING
+from ..common.human36m import ACTION_NAMES
+from ..results.paper import ORACLE_WARNING, SYNTHETIC_WARNING
+from .labels import METRIC_LABELS
 
 
 def num(value: Any, digits: int = 2, empty: str = "-") -> str:

@@ -6,17 +6,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..human36m import ACTION_NAMES, EVAL_JOINT_NAMES
-from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, MLFLOW_STORE_DIR
-from .entries import headline, labels_for, order_key, paper_figure, read_entry
-from .paper import (
+from ..common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
+from ..results.files import (
+    BENCHMARK_JSON,
+    BENCHMARK_MD,
+    BENCHMARK_PNG,
+    MLFLOW_STORE_DIR,
+)
+from ..results.paper import (
     FALLBACK_BAND,
     HEADLINE_METRIC,
-    METRIC_LABELS,
     ORACLE_WARNING,
     SYNTHETIC_WARNING,
 )
+from .labels import METRIC_LABELS
+from .entries import headline, labels_for, order_key, paper_figure, read_entry
 from .summary import num
 from .sweep_plot import plot_sweep
 

@@ -11,9 +11,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..human36m import ACTION_NAMES, EVAL_JOINT_NAMES
+from ..common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
+from ..results.paper import HEADLINE_METRIC, ORACLE_WARNING, SYNTHETIC_WARNING
 from .entries import headline, labels_for, paper_figure
-from .paper import HEADLINE_METRIC, METRIC_LABELS, ORACLE_WARNING, SYNTHETIC_WARNING
+from .labels import METRIC_LABELS
 
 _OURS_COLOUR, _PAPER_COLOUR, _FAILED_COLOUR = "#1f77b4", "#b0b0b0", "#d62728"
 

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 
-from ..errors import EvalError
-from ..human36m import EVAL_JOINTS, SKELETON
+from ..common.errors import EvalError
+from ..common.human36m import EVAL_JOINTS, SKELETON
 from .paper import ORACLE_WARNING, SYNTHETIC_WARNING
 
 MAX_PANELS = 12

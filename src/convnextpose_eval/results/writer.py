@@ -20,11 +20,10 @@ import torch
 import torch.distributed as dist
 from torchmetrics import SumMetric
 
-from ..atomic import errno_text, json_bytes, write_file_set
-from ..errors import EvalError
-from ..human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
+from ..common.atomic import errno_text, json_bytes, write_file_set
+from ..common.errors import EvalError
+from ..common.human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
 from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores
-from .worst_cases import WorstCase, render_worst_cases, run_caption
 from .files import PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
     TOOL_NAME,
@@ -36,6 +35,7 @@ from .records import (
     Scores,
     finite_or_none,
 )
+from .worst_cases import WorstCase, render_worst_cases, run_caption
 
 RESULTS_METRIC_KEY = "convnextpose_eval/results_json"
 WORST_CASES = 12
@@ -133,7 +133,7 @@ class ResultsWriter(pl.Callback):
 
 def write_results(output_dir: Path, files: list[tuple[str, bytes]]) -> EvalError | None:
     """Write a run's files, results.json last, so that a kill at any moment leaves only what the next run
-    recognises as its own (see :func:`~convnextpose_eval.atomic.write_file_set`); a write failure removes
+    recognises as its own (see :func:`~convnextpose_eval.common.atomic.write_file_set`); a write failure removes
     what was written and comes back as one line naming the file and the errno."""
     try:
         write_file_set(output_dir, files, PENDING_FILE, TOOL_NAME)

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from ..common.errors import EvalError
+from ..common.human36m import PROTOCOL_SUBJECTS, TEST_FRAME_STRIDE
 from ..data.crops import process_bbox
-from ..errors import EvalError
-from ..human36m import PROTOCOL_SUBJECTS, TEST_FRAME_STRIDE
 from .generator import (
     MARKER,
     _check_replaceable,

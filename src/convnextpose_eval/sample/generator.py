@@ -50,11 +50,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..config.compose import released_variants
-from ..config.schema import SAMPLE_MARKER
-from ..data.crops import BOX_SCALE
-from ..errors import DataError, EvalError
-from ..human36m import (
+from ..common.errors import DataError, EvalError
+from ..common.human36m import (
     ACTION_NAMES,
     JOINT_NAMES,
     PROTOCOL_SUBJECTS,
@@ -62,6 +59,9 @@ from ..human36m import (
     SKELETON,
     TEST_FRAME_STRIDE,
 )
+from ..config.compose import released_variants
+from ..config.schema import SAMPLE_MARKER
+from ..data.crops import BOX_SCALE
 from ..network import ArchSpec, ConvNeXtPose
 from .released_format import write_released_checkpoint
 

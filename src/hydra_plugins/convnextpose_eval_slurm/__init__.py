@@ -1,8 +1,8 @@
 """Hydra instantiates launchers only from classes defined under ``hydra_plugins``: the project's SLURM
-launcher (``conf/hydra/launcher/slurm.yaml``), defined in :mod:`convnextpose_eval.slurm_launcher`."""
+launcher (``conf/hydra/launcher/slurm.yaml``), defined in :mod:`convnextpose_eval.run.slurm_launcher`."""
 
 try:
-    from convnextpose_eval.slurm_launcher import WatchedSlurmLauncher
+    from convnextpose_eval.run.slurm_launcher import WatchedSlurmLauncher
 except ImportError:  # hydra-submitit-launcher (the [slurm] extra) is not installed: no SLURM launcher to offer
     pass
 else:

@@ -15,12 +15,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint.fetch import locate_checkpoint
-from .checkpoint.reader import sha256_of
-from .config.schema import Backend, EvalConfig
-from .errors import EvalError
-from .results.files import RESULTS_FILE
-from .results.records import TOOL_NAME
+from ..checkpoint.fetch import locate_checkpoint
+from ..checkpoint.reader import sha256_of
+from ..common.errors import EvalError
+from ..config.schema import Backend, EvalConfig
+from ..results.files import RESULTS_FILE
+from ..results.records import TOOL_NAME
 
 # Settings that cannot change a figure of results.json: a rerun that differs only in these is the same job.
 NOT_IN_DIGEST = ("sweep", "logger", "download", "trainer.progress_bar", "trainer.timeout_s", "data.num_workers", "data.pin_memory")

@@ -19,11 +19,11 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import Logger
 
-from .config.compose import as_plain
-from .config.schema import EvalConfig, LoggerConfig, LoggerKind
-from .errors import ConfigError, EvalError, one_line
-from .results.files import MLFLOW_STORE_DIR, RESULTS_FILE, WORST_CASES_PNG
-from .results.writer import ResultsWriter
+from ..common.errors import ConfigError, EvalError, one_line
+from ..config.compose import as_plain
+from ..config.schema import EvalConfig, LoggerConfig, LoggerKind
+from ..results.files import MLFLOW_STORE_DIR, RESULTS_FILE, WORST_CASES_PNG
+from ..results.writer import ResultsWriter
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,17 @@ import socket
 import time
 from pathlib import Path
 
-from .atomic import announced_files, has_content, temporary_names
-from .errors import ConfigError
-from .results.files import FAILURE_FILE, PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, TRACEBACK_FILE, WORST_CASES_PNG
-from .results.records import TOOL_NAME
+from ..common.atomic import announced_files, has_content, temporary_names
+from ..common.errors import ConfigError
+from ..results.files import (
+    FAILURE_FILE,
+    PENDING_FILE,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    TRACEBACK_FILE,
+    WORST_CASES_PNG,
+)
+from ..results.records import TOOL_NAME
 
 LOCK_FILE = ".convnextpose_eval.lock"
 

@@ -15,17 +15,22 @@ import warnings
 import hydra
 from omegaconf import DictConfig
 
-from .config.checks import quote_home_paths
-from .config.compose import CONFIG_MODULE, CONFIG_NAME, composition_error, sweep_overrides
-from .config.help import register_help_resolvers
-from .config.schema import register_schema
-from .errors import command, set_command
+from ..common.errors import command, set_command
+from ..config.checks import quote_home_paths
+from ..config.compose import (
+    CONFIG_MODULE,
+    CONFIG_NAME,
+    composition_error,
+    sweep_overrides,
+)
+from ..config.help import register_help_resolvers
+from ..config.schema import register_schema
 
 SUBCOMMANDS = {
-    "inspect": "convnextpose_eval.inspect",
-    "bench": "convnextpose_eval.bench",
-    "export": "convnextpose_eval.export",
-    "compare": "convnextpose_eval.compare",
+    "inspect": "convnextpose_eval.cli.inspect",
+    "bench": "convnextpose_eval.cli.bench",
+    "export": "convnextpose_eval.cli.export",
+    "compare": "convnextpose_eval.cli.compare",
 }
 # Arguments that make Hydra print something instead of running: nothing to check up front.
 _SHOW_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
@@ -34,8 +39,8 @@ _SWEEP_FLAGS = {"-m", "--multirun"}
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME, version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> None:
-    """The Hydra task: one evaluation per job (see convnextpose_eval.evaluation.run_job)."""
-    from .evaluation import run_job
+    """The Hydra task: one evaluation per job (see convnextpose_eval.run.evaluation.run_job)."""
+    from ..run.evaluation import run_job
 
     run_job(cfg)
 

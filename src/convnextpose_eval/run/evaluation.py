@@ -17,24 +17,28 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .atomic import atomic_write_json, atomic_write_text
-from .checkpoint.fetch import locate_checkpoint
-from .cluster import Launch, Launcher, check_launch, detect_launch
-from .config.checks import checked_config
-from .config.compose import as_plain, variant_table
-from .config.schema import SAMPLE_MARKER, Accelerator, Backend, EvalConfig, Strategy
-from .data.datamodule import H36MDataModule
-from .errors import ConfigError, EvalError, one_line
-from .evaluator import PoseEvaluator
-from .backends import CheckCrops
-from .backends.onnx_checks import onnx_file_for, onnx_packages_installed, require_onnx_packages
-from .report.summary import format_summary, oracle_verdict
-from .results.files import FAILURE_FILE, RESULTS_FILE, TRACEBACK_FILE
-from .results.records import TOOL_NAME, InferenceSettings, RunSettings
-from .results.writer import ResultsWriter
+from ..backends import CheckCrops
+from ..backends.onnx_checks import (
+    onnx_file_for,
+    onnx_packages_installed,
+    require_onnx_packages,
+)
+from ..checkpoint.fetch import locate_checkpoint
+from ..common.atomic import atomic_write_json, atomic_write_text
+from ..common.errors import ConfigError, EvalError, one_line
+from ..common.launch import Launch, Launcher, check_launch, detect_launch
+from ..config.checks import checked_config
+from ..config.compose import as_plain, variant_table
+from ..config.schema import SAMPLE_MARKER, Accelerator, Backend, EvalConfig, Strategy
+from ..data.datamodule import H36MDataModule
+from ..model.evaluator import PoseEvaluator
+from ..report.summary import format_summary, oracle_verdict
+from ..results.files import FAILURE_FILE, RESULTS_FILE, TRACEBACK_FILE
+from ..results.records import TOOL_NAME, InferenceSettings, RunSettings
+from ..results.writer import ResultsWriter
+from ..sample.generator import ensure_sample
+from .folder import RunFolder
 from .resume import config_digest, kept_results
-from .run_folder import RunFolder
-from .sample.generator import ensure_sample
 from .tracking import RunTracker, trainer_logger
 
 log = logging.getLogger("convnextpose_eval")
@@ -296,7 +300,7 @@ def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None =
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped
-        if isinstance(exc, EvalError) or "convnextpose_eval.errors" in str(exc):
+        if isinstance(exc, EvalError) or "convnextpose_eval.common.errors" in str(exc):
             raise EvalError(one_line(exc)) from None
         raise
     if trainer.global_rank != 0:
@@ -492,7 +496,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
                 return None
             print(f"error: {who}{output_dir}: {failure_reason(exc, None, cfg)}", file=sys.stderr)
             if owner and in_sweep:
-                from .hydra_callbacks import report_sweep
+                from .sweep import report_sweep
 
                 report_sweep(Path(str(hydra_cfg.sweep.dir)), cfg)
             sys.exit(128 + int(signum))

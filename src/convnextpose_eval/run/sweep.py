@@ -11,8 +11,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .report.sweep import write_sweep_report
-from .results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
+from ..report.sweep import write_sweep_report
+from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
 
 SWEEP_START_FILE = ".sweep_started"
 

@@ -23,12 +23,14 @@ from typing import Any
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    SlurmLauncher as SubmititSlurmLauncher,
+)
 from omegaconf import OmegaConf, open_dict
 
-from .atomic import atomic_write_json
-from .results.files import FAILURE_FILE, RESULTS_FILE
-from .results.records import TOOL_NAME
+from ..common.atomic import atomic_write_json
+from ..results.files import FAILURE_FILE, RESULTS_FILE
+from ..results.records import TOOL_NAME
 
 log = logging.getLogger(__name__)
 

@@ -15,18 +15,18 @@ from typing import Any, Mapping
 import pytorch_lightning as pl
 import torch
 
-from .backends import CheckCrops, Forward, ForwardSource, build_forward
-from .backends.base import arch_model_info
-from .checkpoint.architecture import match_variant
-from .errors import EvalError
-from .geometry import camera_to_heatmap, heatmap_to_camera
-from .human36m import (
+from ..backends import CheckCrops, Forward, ForwardSource, build_forward
+from ..backends.base import arch_model_info
+from ..checkpoint.architecture import match_variant
+from ..common.errors import EvalError
+from ..common.geometry import camera_to_heatmap, heatmap_to_camera
+from ..common.human36m import (
     DEPTH_RANGE_MM,
     EVAL_JOINTS,
     ROOT_INDEX,
     flip_permutation,
 )
-from .network import ArchSpec
+from ..network import ArchSpec
 
 
 class PoseEvaluator(pl.LightningModule):

@@ -1,0 +1,1 @@
+"""The command-line tools: the evaluation command and its subcommands (inspect, bench, export, compare)."""

@@ -1,0 +1,1 @@
+"""The LightningModule that runs an engine over the test set: flip test, back-projection to camera space."""

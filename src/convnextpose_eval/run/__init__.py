@@ -1,0 +1,1 @@
+"""A run's orchestration: its plan, its folder, launch and signals, resume, trackers, sweeps and the SLURM launcher."""

@@ -227,10 +227,10 @@ def test_other_subjects_boxes_and_unreadable_runs_are_refused(capsys, tmp_path):
 
 
 def test_module_entry_point(tmp_path, two_runs):
-    done = run_cli(None, *(str(run) for run in two_runs), "--json", module="convnextpose_eval.report.compare")
+    done = run_cli(None, *(str(run) for run in two_runs), "--json", module="convnextpose_eval.compare")
     assert done.returncode == 0, done.describe()
     assert json.loads(done.stdout.strip().splitlines()[-1])["num_common"] == 400
-    helped = run_cli(None, "--help", module="convnextpose_eval.report.compare")
+    helped = run_cli(None, "--help", module="convnextpose_eval.compare")
     assert helped.returncode == 0 and "--md" in helped.stdout and "bootstrap" in helped.stdout
 
 
@@ -259,7 +259,7 @@ def test_each_images_figures_average_to_the_run_totals(demo_sweep_p1):
 @pytest.mark.slow
 def test_compare_two_real_runs(demo_sweep_p1):
     run_a, run_b = demo_sweep_p1 / "0_XS", demo_sweep_p1 / "3_L"
-    done = run_cli(None, str(run_a), str(run_b), "--json", module="convnextpose_eval.report.compare")
+    done = run_cli(None, str(run_a), str(run_b), "--json", module="convnextpose_eval.compare")
     assert done.returncode == 0, done.describe()
     result = json.loads(done.stdout.strip().splitlines()[-1])
     results_a, results_b = (json.loads((run / "results.json").read_text()) for run in (run_a, run_b))

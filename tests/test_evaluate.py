@@ -189,7 +189,7 @@ def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs):
 
 
 def test_bench_reports_every_throughput(env_root):
-    done = run_cli(env_root, "experiment=demo", "variant=XS", "data.protocol=1", "bench.images=8", "bench.repeats=1", module="convnextpose_eval.cli.bench")
+    done = run_cli(env_root, "experiment=demo", "variant=XS", "data.protocol=1", "bench.images=8", "bench.repeats=1", module="convnextpose_eval.bench")
     assert done.returncode == 0, done.describe()
     result = json.loads(done.stdout.strip().splitlines()[-1])
     rates = ("eager_fp32_ips", "inference_ips", "pipeline_ips", "data_ips", "onnx_ips", "onnx_pipeline_ips")

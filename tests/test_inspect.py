@@ -51,7 +51,7 @@ def inspect_runs(tmp_path_factory, released_files, source_networks):
     started = {
         key: (
             subprocess.Popen(
-                [sys.executable, "-m", "convnextpose_eval.cli.inspect", *args],
+                [sys.executable, "-m", "convnextpose_eval.inspect", *args],
                 cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ),
             args[0],

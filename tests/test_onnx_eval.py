@@ -57,7 +57,7 @@ def exports(onnx_root, sample_checkpoints) -> dict[str, dict]:
             args = ("variant=XS", f"ckpt_path={sample_checkpoints / 'ConvNeXtPose_XS.tar'}", f"export.path={folder / 'ConvNeXtPose_XS.onnx'}")
         else:
             args = ("experiment=demo", f"variant={variant}", f"export.path={folder}")
-        done = run_cli(onnx_root, *args, module="convnextpose_eval.cli.export")
+        done = run_cli(onnx_root, *args, module="convnextpose_eval.export")
         assert done.returncode == 0, done.describe()
         return {**json.loads(done.stdout.strip().splitlines()[-1]), "stdout": done.stdout}
 
@@ -161,7 +161,7 @@ def side_runs(onnx_root, exports, sample_checkpoints, tmp_path_factory) -> dict[
         "other_checkpoint": ((*demo_xs, f"onnx_path={xs_file}", f"ckpt_path={sample_checkpoints / 'ConvNeXtPose_S.tar'}"),
                              {"fragments": (str(xs_file), "was exported from a checkpoint with sha256", exports["XS"]["checkpoint_sha256"][:16])}),
         "export_misfit": (("experiment=demo", "variant=XS", f"ckpt_path={sample_checkpoints / 'ConvNeXtPose_L.tar'}",
-                           f"export.path={base / 'misfit' / 'out.onnx'}"), {"fragments": ("ConvNeXtPose_L.tar",), "module": "convnextpose_eval.cli.export"}),
+                           f"export.path={base / 'misfit' / 'out.onnx'}"), {"fragments": ("ConvNeXtPose_L.tar",), "module": "convnextpose_eval.export"}),
     }  # fmt: skip
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {}

@@ -97,7 +97,7 @@ def closest_setting(name: str) -> str | None:
 
 
 def register_help_resolvers() -> None:
-    """``${convnextpose_eval.settings:}`` and ``${convnextpose_eval.cli.command:}`` for the help page's template."""
+    """``${convnextpose_eval.settings:}`` and ``${convnextpose_eval.command:}`` for the help page's template."""
     from ..common.errors import command
 
     def settings(*, _root_: DictConfig) -> str:
@@ -110,7 +110,7 @@ def register_help_resolvers() -> None:
         return settings_help(job).replace("$", "$$")  # the page is then a string.Template
 
     OmegaConf.register_new_resolver("convnextpose_eval.settings", settings, replace=True)
-    OmegaConf.register_new_resolver("convnextpose_eval.cli.command", command, replace=True)
+    OmegaConf.register_new_resolver("convnextpose_eval.command", command, replace=True)
 
 
 HELP_FLAGS = ("-h", "--help")

@@ -11,7 +11,6 @@ in ``test_onnx_cache.py``.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import json
@@ -28,7 +27,7 @@ from onnx import helper, numpy_helper  # noqa: E402
 
 from onnx_hostile import hand_made_graph  # noqa: E402
 
-from convnextpose_eval.backends import ENGINES, ForwardSource, build_forward  # noqa: E402
+from convnextpose_eval.backends import ForwardSource, build_forward  # noqa: E402
 from convnextpose_eval.backends.onnx_cache import export_key  # noqa: E402
 from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward  # noqa: E402
 from convnextpose_eval.backends.pytorch import PyTorchForward  # noqa: E402
@@ -40,64 +39,6 @@ TINY = ArchSpec(
     depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), head_channels=16, head_upsample=(True, True, False),
     depth_dim=8, joint_num=18, input_size=64,
 )  # fmt: skip
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convnextpose_eval"
-
-
-# --------------------------------------------------------------------------- rooms in data-flow order
-
-# The README's code tour, in data-flow order; a module may import only from its own room or an earlier one.
-ROOM_ORDER = [
-    {"errors", "atomic", "human36m", "geometry"},
-    {"config"},
-    {"network"},
-    {"checkpoint"},
-    {"data"},
-    {"backends"},
-    {"evaluator"},
-    {"metrics"},
-    {"results"},
-    {"report"},
-]
-
-
-def _room(parts: tuple[str, ...]) -> int | None:
-    return next((rank for rank, names in enumerate(ROOM_ORDER) if parts and parts[0] in names), None)
-
-
-def _imported_rooms(path: Path) -> set[tuple[str, ...]]:
-    """The package-relative module paths a file imports (``from ..x.y import z``, ``from .x import y``)."""
-    module = path.relative_to(PACKAGE).with_suffix("").parts
-    package = module[:-1] if path.name != "__init__.py" else module[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
-            target = (*base, *(node.module.split(".") if node.module else ()))
-            found.add(target)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("convnextpose_eval."):
-            found.add(tuple(node.module.split(".")[1:]))
-    return found
-
-
-def test_rooms_import_only_from_earlier_rooms():
-    broken = []
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        rank = _room(parts)
-        if rank is None:
-            continue
-        for target in _imported_rooms(path):
-            other = _room(target)
-            if other is not None and other > rank:
-                broken.append(f"{'/'.join(parts)} imports {'.'.join(target)}")
-    assert not broken, broken
-
-
-def test_the_evaluator_sees_only_the_forward_interface():
-    imports = _imported_rooms(PACKAGE / "evaluator.py")
-    assert {t for t in imports if t[0] == "backends"} <= {("backends",), ("backends", "base")}
-    assert not [t for t in imports if any("onnx" in part or "pytorch" in part for part in t)], imports
-    assert set(ENGINES) == {"pytorch", "onnxruntime"}
 
 
 # --------------------------------------------------------------------------- a small network, its checkpoint, its export

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from ..common.errors import ConfigError, command
-from .compose import no_such_setting
+from .fields import no_such_setting
 from .schema import PRECISIONS, SAMPLE_MARKER, Backend, EvalConfig, VariantConfig
 
 PROTOCOLS = (1, 2)

@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .checks import check_single_run, checked_config
+from .fields import no_such_option, no_such_setting
 from .schema import register_schema
 
 CONFIG_MODULE = "convnextpose_eval.conf"
@@ -67,30 +69,6 @@ def overrides_of(arguments: Sequence[str]) -> list[str]:
     return overrides
 
 
-def no_such_setting(key: str) -> str:
-    """The one line for a key the schema does not have, with the closest setting when one is close."""
-    from ..common.errors import command
-    from .help import closest_setting
-
-    best = closest_setting(key)
-    guess = f"; did you mean {best}?" if best and best != key else ""
-    return f"{key}: no such setting{guess} (`{command()} --help` lists them all)"
-
-
-# Variant names are sizes: options are listed smallest first, other options alphabetically after them.
-_SIZES = ("XS", "S", "M", "L", "XL")
-
-
-def no_such_option(group: str, option: str, options: Sequence[str]) -> str:
-    """The one line for a config-group option that does not exist: the closest one, and all of them."""
-    from .help import closest
-
-    ordered = sorted(options, key=lambda o: (_SIZES.index(o) if o in _SIZES else len(_SIZES), o))
-    best = closest(option, ordered)
-    guess = f"; did you mean {group}={best}?" if best else ""
-    return f"{group}={option}: no such option{guess} ({group} is one of {', '.join(ordered)})"
-
-
 def sweep_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that give several values (``variant=XS,S``): a sweep, for ``-m``; [] when none or unparsable."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -128,7 +106,6 @@ def composition_error(overrides: Sequence[str], check_values: bool = False) -> s
         cfg = compose_config([first.get(o.input_line, o.input_line) for o in parsed])
         if check_values and not swept and not {"-m", "--multirun"} & set(overrides):
             from ..common.errors import ConfigError
-            from .checks import check_single_run, checked_config
 
             try:
                 check_single_run(checked_config(cfg))

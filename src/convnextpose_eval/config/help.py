@@ -1,4 +1,4 @@
-"""What ``--help`` says about every setting, and the closest setting or option to a misspelt one.
+"""What ``--help`` says about every setting (the closest setting to a typo is ``fields.py``'s).
 
 Both read the schema (``schema.py``): each field's one-line ``doc`` is the only description of a setting,
 so the help page, the suggestions and the code cannot drift apart.
@@ -6,47 +6,17 @@ so the help page, the suggestions and the code cannot drift apart.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from ..common.errors import command
+from .compose import compose_config
+from .fields import schema_fields
 from .schema import EvalConfig
 
-# The released variants: listed once, as one line, not field by field.
-_TABLES = {"released": "released.<XS|S|M|L>.<field>"}
 _NAME_WIDTH = 34
-
-
-def _nested(hint: Any) -> Any:
-    """The dataclass a field holds (also inside Optional), or None for a plain value."""
-    if dataclasses.is_dataclass(hint):
-        return hint
-    return next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-
-
-def _fields(schema: Any, prefix: str = "") -> Iterator[tuple[str, str, bool]]:
-    """(dotted name, doc, is_section) for every field of ``schema``, sections before their fields."""
-    hints = typing.get_type_hints(schema)
-    for spec in dataclasses.fields(schema):
-        name, doc = f"{prefix}{spec.name}", spec.metadata.get("doc", "")
-        child = _nested(hints[spec.name])
-        if name in _TABLES:
-            yield _TABLES[name], doc, False
-        elif child is not None:
-            yield name, doc, True
-            yield from _fields(child, f"{name}.")
-        else:
-            yield name, doc, False
-
-
-def setting_names() -> list[str]:
-    """Every dotted name a command line may set, sections (``data``, ``trainer.*`` parents) included."""
-    return [name for name, _, _ in _fields(EvalConfig) if name not in _TABLES.values()]
 
 
 def _shown(cfg: DictConfig, name: str) -> str:
@@ -72,7 +42,7 @@ def settings_help(cfg: DictConfig | None = None) -> str:
     """The settings, grouped by section, one line each: ``name=value  description`` (values from ``cfg``)."""
     lines: list[str] = []
     general: list[str] = []
-    for name, doc, section in _fields(EvalConfig):
+    for name, doc, section in schema_fields(EvalConfig):
         if section and "." not in name:
             lines += ["", f"[{name}] {doc}"]
             continue
@@ -84,22 +54,8 @@ def settings_help(cfg: DictConfig | None = None) -> str:
     return "\n".join(["[general]", *general, *lines])
 
 
-def closest(word: str, choices: Sequence[str]) -> str | None:
-    """The choice a misspelt ``word`` most likely meant (case-insensitive), or None when none is close."""
-    folded = {choice.lower(): choice for choice in choices}
-    match = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.6)
-    return folded[match[0]] if match else None
-
-
-def closest_setting(name: str) -> str | None:
-    """The setting a misspelt dotted ``name`` most likely meant."""
-    return closest(name, setting_names())
-
-
 def register_help_resolvers() -> None:
     """``${convnextpose_eval.settings:}`` and ``${convnextpose_eval.command:}`` for the help page's template."""
-    from ..common.errors import command
-
     def settings(*, _root_: DictConfig) -> str:
         job = _root_.copy()
         if "hydra" in job:
@@ -121,8 +77,6 @@ def command_help(doc: str, overrides: Sequence[str]) -> str:
     then every setting with its value as composed from ``overrides``."""
     from hydra.errors import HydraException
 
-    from ..common.errors import command
-    from .compose import compose_config
 
     given = [o for o in overrides if o not in HELP_FLAGS and not o.startswith("-")]
     try:

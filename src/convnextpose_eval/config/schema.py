@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .resolvers import register_resolvers
+
 
 class Accelerator(Enum):
     """Where the network runs (Lightning's accelerator names)."""
@@ -232,8 +234,6 @@ class EvalConfig:
 def register_schema() -> None:
     """Make ``eval_schema`` known to Hydra; ``conf/eval.yaml`` names it first in its defaults (and the
     resolvers the configs use, see :mod:`.resolvers`)."""
-    from .resolvers import register_resolvers
-
     ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
     register_resolvers()
 

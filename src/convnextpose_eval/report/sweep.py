@@ -20,8 +20,8 @@ from ..results.paper import (
     ORACLE_WARNING,
     SYNTHETIC_WARNING,
 )
-from .labels import METRIC_LABELS
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
+from .labels import METRIC_LABELS
 from .summary import num
 from .sweep_plot import plot_sweep
 

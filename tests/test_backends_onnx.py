@@ -339,9 +339,11 @@ def report_arch(path: Path) -> ArchSpec:
 
 
 def test_evaluator_with_variant_auto_takes_the_architecture_from_the_file(tiny_with_source, auto_variant_cfg, variant_cfgs, tmp_path):
+    from convnextpose_eval.backends import ForwardSource
     from convnextpose_eval.model.evaluator import PoseEvaluator
 
-    module = PoseEvaluator(auto_variant_cfg, None, known_variants=variant_cfgs, onnx_path=str(tiny_with_source))
+    known = {name: ArchSpec.from_variant(cfg) for name, cfg in variant_cfgs.items()}
+    module = PoseEvaluator(ForwardSource(variant=auto_variant_cfg, known=known, onnx_path=str(tiny_with_source)), "onnxruntime")
     module.configure_network()
     assert module.arch == TINY and module.detected_variant is None and module.checkpoint_info == {}
     assert module.onnx_info is not None and module.onnx_info["source_checkpoint_file"] == "snapshot_7.pth.tar"
@@ -353,6 +355,6 @@ def test_evaluator_with_variant_auto_takes_the_architecture_from_the_file(tiny_w
     model = onnx.load(str(tiny_with_source))
     del model.metadata_props[:]
     bare.write_bytes(model.SerializeToString())
-    stranger = PoseEvaluator(auto_variant_cfg, None, known_variants=variant_cfgs, onnx_path=str(bare))
+    stranger = PoseEvaluator(ForwardSource(variant=auto_variant_cfg, known=known, onnx_path=str(bare)), "onnxruntime")
     with pytest.raises(BackendError, match=r"bare\.onnx: records no architecture .* name the variant"):
         stranger.configure_network()

@@ -40,11 +40,14 @@ def restore_tf32():
 @pytest.mark.parametrize("tf32", [False, True])
 def test_setup_allows_tf32_only_when_asked(compose, restore_tf32, tf32: bool) -> None:
     """PyTorch lets cuDNN use TF32 by default (REFERENCE.md section 7); every rank's setup sets it as configured."""
+    from convnextpose_eval.backends import ForwardSource
     from convnextpose_eval.config.compose import as_plain, variant_table
     from convnextpose_eval.model.evaluator import PoseEvaluator
+    from convnextpose_eval.network import ArchSpec
 
     cfg = compose("variant=XS")
-    module = PoseEvaluator(as_plain(cfg.variant), ckpt_path=None, oracle=True, tf32=tf32, known_variants=variant_table(cfg))
+    known = {name: ArchSpec.from_variant(node) for name, node in variant_table(cfg).items()}
+    module = PoseEvaluator(ForwardSource(variant=as_plain(cfg.variant), known=known), "pytorch", oracle=True, tf32=tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not tf32
     module.setup("test")
     assert torch.backends.cuda.matmul.allow_tf32 is tf32

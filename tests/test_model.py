@@ -104,11 +104,12 @@ def test_gflops_match_paper(name, full_size_runs, known_specs):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_results_count_on_the_meta_device_equals_the_real_forward(name, full_size_runs, source_networks, variant_cfgs):
+def test_results_count_on_the_meta_device_equals_the_real_forward(name, full_size_runs, source_networks, variant_cfgs, known_specs):
     """results.json's params and GFLOPs are counted without weights; they must equal the real network's."""
+    from convnextpose_eval.backends import ForwardSource
     from convnextpose_eval.model.evaluator import PoseEvaluator
 
-    module = PoseEvaluator(variant_cfgs[name], None, oracle=True, known_variants=variant_cfgs)
+    module = PoseEvaluator(ForwardSource(variant=variant_cfgs[name], known=known_specs), "pytorch", oracle=True)
     module.configure_network()
     info = module.model_info()
     assert info["params"] == count_parameters(source_networks[name])

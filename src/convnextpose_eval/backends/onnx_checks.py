@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..common.errors import BackendError, ConfigError, command
+from ..common.read_once import FILES
 from ..config.compose import released_variants
 from ..network import ArchSpec
 from ..network.spec import specs_of
@@ -256,8 +257,16 @@ def _inline_external_data(path: Path, model: Any) -> dict[str, bytes]:
 
 
 def read_onnx_file(path: Path) -> OnnxFile:
-    """Read, hash, parse and validate ``path`` (external data included); every failure is one line naming the file."""
-    path = Path(path)
+    """Read, hash, parse and validate ``path`` (external data included); every failure is one line naming the file.
+
+    Once per process per version of the file (``common/read_once.py``); the key covers the model file, and
+    the recorded sha256 covers its external data too, which the runtime gets inlined from this one read.
+    """
+    return FILES.get("onnx", Path(path), lambda: _read_onnx_file(Path(path)),
+                     lambda file: [_external_file(file.path, e.location) for e in file.external])
+
+
+def _read_onnx_file(path: Path) -> OnnxFile:
     onnx = require("onnx")
     data = _read_model_bytes(path)
     try:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from ..common.errors import CheckpointError
+from ..common.read_once import FILES
 
 _WRAPPER_PREFIXES = ("module.", "model.", "net.", "network.")
 _LEGACY_HEAD = re.compile(r"^(head\.deconv_layers_\d+)\.([012])\.")
@@ -57,7 +58,12 @@ class LoadedCheckpoint:
 
 
 def sha256_of(path: Path) -> str:
-    """Hash of a file, or of a folder's relative paths and contents in sorted order."""
+    """Hash of a file, or of a folder's relative paths and contents in sorted order (once per process per
+    version of the file: see ``common/read_once.py``)."""
+    return FILES.get("sha256", Path(path), lambda: _hash_file(Path(path)))
+
+
+def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:
@@ -556,8 +562,15 @@ def _as_float32(path: Path, state: Mapping[str, torch.Tensor]) -> tuple[dict[str
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
-    """Load any supported checkpoint form safely; keys come back without prefixes, in modern style, weights in float32."""
-    path = Path(path)
+    """Load any supported checkpoint form safely; keys come back without prefixes, in modern style, weights in float32.
+
+    Read once per process per version of the file (``common/read_once.py``): the plan, the engine and the
+    bench share one load. Callers must not change the returned tensors.
+    """
+    return FILES.get("checkpoint", Path(path), lambda: _read_checkpoint(Path(path)))
+
+
+def _read_checkpoint(path: Path) -> LoadedCheckpoint:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     try:

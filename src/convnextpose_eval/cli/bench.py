@@ -50,7 +50,7 @@ from ..common.errors import BackendError, ConfigError, EvalError, one_line
 from ..config.checks import checked_config, quote_home_paths
 from ..config.compose import compose_config, composition_error
 from ..config.help import HELP_FLAGS, command_help
-from ..config.schema import Backend, EvalConfig, Strategy
+from ..config.schema import EvalConfig, Strategy
 from ..model.evaluator import PoseEvaluator
 from ..network import ConvNeXtPose
 from ..results.writer import ResultsWriter
@@ -64,6 +64,7 @@ from ..run.evaluation import (
     run_settings,
     uses_gpu,
 )
+from ..run.plan import PYTORCH, RunPlan, plan_run
 
 # Progress lines at most this often (and at the end of each pass), so a long bench is never silent.
 PROGRESS_EVERY_S = 5.0
@@ -147,11 +148,11 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     """Measure (a) to (f) on the first ``bench.images`` test images; the pipelines' files go to ``scratch``."""
     if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("the bench measures one device: use trainer=cpu or trainer=gpu")
-    if settings.backend is Backend.onnxruntime or settings.onnx_path is not None:
-        raise ConfigError("backend=onnxruntime: the bench times the PyTorch engine and ONNX Runtime side by side, as (b)/(c) and (e)/(f); drop backend and onnx_path")
-    settings = dataclasses.replace(settings, flip_test=True, oracle=False, backend=Backend.pytorch)
+    settings = dataclasses.replace(settings, flip_test=True, oracle=False)
     settings.trainer.progress_bar = False
-    module = build_evaluator(settings)
+    plan = plan_run(settings, engine=PYTORCH, purpose="the bench times the PyTorch engine and ONNX Runtime side by side, "
+                    "as (b)/(c) and (e)/(f); drop backend and onnx_path")  # fmt: skip
+    module = build_evaluator(plan)
     datamodule = build_datamodule(settings, module.arch.input_size)
     if settings.bench.images and settings.bench.images < len(datamodule.dataset):
         datamodule.dataset = Subset(datamodule.dataset, range(settings.bench.images))
@@ -164,7 +165,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     def pipeline(phase: str, evaluator: PoseEvaluator = module, run: EvalConfig = settings) -> PipelineRun:
         """One whole trainer.test: its MPJPE, its test loop's seconds and the rest of its wall time."""
         evaluator.tf32 = run.trainer.tf32
-        writer = ResultsWriter(scratch, run_settings(run, None), inference_settings(run, evaluator.describe_backend()))
+        writer = ResultsWriter(scratch, run_settings(run, None), inference_settings(run, evaluator.describe_engine()))
         start = time.perf_counter()
         build_trainer(run, [writer, _PipelineProgress(progress, phase)]).test(evaluator, datamodule=datamodule, verbose=False)
         wall = time.perf_counter() - start
@@ -177,7 +178,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     batches = [images[i : i + batch_size] for i in range(0, count, batch_size)]
 
     eager = ConvNeXtPose(module.arch)
-    load_weights(eager, read_checkpoint(module.ckpt_path))
+    load_weights(eager, read_checkpoint(plan.checkpoint.path))  # the plan's read, not a second one (common/read_once.py)
     eager = eager.eval().to(device)
     mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
@@ -218,19 +219,18 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     with torch.no_grad():
         coord_diff = float((eager_coords(batches[0]) - fast).abs().max())
 
-    onnx_settings = dataclasses.replace(settings, backend=Backend.onnxruntime)
-    onnx_module, onnx_note = _onnx_engine(onnx_settings, datamodule)
+    onnx_module, onnx_note = _onnx_engine(plan, datamodule)
     passes = {"a": timed_pass("(a) eager fp32", eager_step), "b": timed_pass("(b) inference", inference_step)}
     if onnx_module is not None:
-        forward = onnx_module.backend
+        forward = onnx_module.forward_pass
         assert isinstance(forward, Forward)
 
         def onnx_step(batch: torch.Tensor) -> None:
             with torch.inference_mode():
-                module.predict_coords(batch.to(device), backend=forward)
+                module.predict_coords(batch.to(device), forward_pass=forward)
 
         with torch.inference_mode():
-            onnx_diff = float((module.predict_coords(batches[0].to(device), backend=forward) - fast).abs().max())
+            onnx_diff = float((module.predict_coords(batches[0].to(device), forward_pass=forward) - fast).abs().max())
         passes["e"] = timed_pass("(e) ONNX Runtime", onnx_step)
     for warm_up in passes.values():
         warm_up()
@@ -238,8 +238,8 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
 
     pipelines: dict[str, Callable[[], PipelineRun]] = {"c": lambda: pipeline("(c) pipeline")}
     if onnx_module is not None:
-        pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module, run=onnx_settings)
-        pipelines["f"] = lambda: pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module, run=onnx_settings)
+        pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module)
+        pipelines["f"] = lambda: pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module)
     piped = {name: PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs))
              for name, runs in _rounds(pipelines, repeats).items()}  # fmt: skip
 
@@ -297,12 +297,12 @@ ONNX_KEYS = ("onnx_ips", "onnx_vs_inference", "onnx_max_coord_diff", "onnx_pipel
              "onnx_pipeline_fixed_s", "onnx_mpjpe_change_vs_pytorch", "onnx_pipeline_vs_eager")  # fmt: skip
 
 
-def _onnx_engine(onnx_settings: EvalConfig, datamodule: Any) -> tuple[PoseEvaluator | None, str | None]:
+def _onnx_engine(plan: RunPlan, datamodule: Any) -> tuple[PoseEvaluator | None, str | None]:
     """The ONNX Runtime engine built as ``backend=onnxruntime`` builds it (the checkpoint's cached export,
     proven against it), or None and the reason: (e) and (f) are optional, (a) to (d) stand without them."""
     try:
         print("bench: exporting the checkpoint into the ONNX cache (or finding it there)", file=sys.stderr, flush=True)
-        return build_evaluator(onnx_settings, check_crops=lambda arch: check_crops_from(datamodule)), None
+        return build_evaluator(plan.with_cached_export(), check_crops=lambda arch: check_crops_from(datamodule)), None
     except BackendError as exc:
         return None, one_line(exc)
 

@@ -15,7 +15,6 @@ reads. The last line printed is one JSON object.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import sys
@@ -33,9 +32,10 @@ from ..common.errors import ConfigError, EvalError, command, one_line
 from ..config.checks import checked_config, quote_home_paths
 from ..config.compose import compose_config, composition_error, variant_table
 from ..config.help import HELP_FLAGS, command_help
-from ..config.schema import Backend, EvalConfig, Strategy
+from ..config.schema import EvalConfig, Strategy
 from ..model.evaluator import PoseEvaluator
 from ..run.evaluation import build_datamodule, build_evaluator, quiet_lightning
+from ..run.plan import PYTORCH, plan_run
 from ..sample.generator import ensure_sample
 
 # Test crops run through both networks before the file is written, each also mirrored.
@@ -51,9 +51,6 @@ def export_settings(overrides: list[str]) -> tuple[EvalConfig, bool]:
         with open_dict(cfg):
             cfg.data.root = "${paths.sample_dir}"
     settings = checked_config(cfg)
-    if settings.backend is Backend.onnxruntime or settings.onnx_path is not None:
-        raise ConfigError("backend=onnxruntime: the export reads a PyTorch checkpoint; drop backend and onnx_path")
-    settings = dataclasses.replace(settings, backend=Backend.pytorch)
     if settings.trainer.strategy is Strategy.ddp:
         raise ConfigError("trainer=ddp: the export runs in one process; use trainer=cpu (or trainer=gpu)")
     return settings, from_sample
@@ -66,8 +63,8 @@ def check_crops(settings: EvalConfig, module: PoseEvaluator) -> torch.Tensor:
     dataset = datamodule.dataset
     picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(CHECK_IMAGES, len(dataset))).round().astype(int))
     images = torch.stack([dataset[int(i)]["image"] for i in picks])
-    assert module.backend is not None
-    normalized = module.backend.normalize(images).float()
+    assert module.forward_pass is not None
+    normalized = module.forward_pass.normalize(images).float()
     return torch.cat([normalized, normalized.flip(3)]).contiguous().cpu()
 
 
@@ -88,13 +85,13 @@ def target_path(settings: EvalConfig, variant: str) -> Path:
 def run_export(settings: EvalConfig) -> tuple[ExportReport, dict[str, Any]]:
     """Load and check the checkpoint, export its network, verify it with ONNX Runtime, write the file."""
     require_onnx_packages()
-    module = build_evaluator(settings)
-    assert isinstance(module.backend, PyTorchForward) and module.arch is not None
+    module = build_evaluator(plan_run(settings, engine=PYTORCH, purpose="the export reads a PyTorch checkpoint; drop backend and onnx_path"))
+    assert isinstance(module.forward_pass, PyTorchForward) and module.arch is not None
     variant = settings.variant.name if settings.variant.name != "auto" else module.detected_variant or "auto"
     path = target_path(settings, variant)
     checkpoint = module.checkpoint_info
     report = export_onnx(
-        module.backend.network,
+        module.forward_pass.network,
         path,
         opset=settings.export.opset,
         check_inputs=check_crops(settings, module),

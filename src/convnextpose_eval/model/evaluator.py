@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import pytorch_lightning as pl
 import torch
 
-from ..backends import CheckCrops, Forward, ForwardSource, build_forward
+from ..backends import Forward, ForwardSource, build_forward
 from ..backends.base import arch_model_info
 from ..checkpoint.architecture import match_variant
 from ..common.errors import EvalError
@@ -32,38 +32,19 @@ from ..network import ArchSpec
 class PoseEvaluator(pl.LightningModule):
     """Builds the forward pass from the variant config and its source; predicts camera-space poses."""
 
-    def __init__(
-        self,
-        variant: Mapping[str, Any],
-        ckpt_path: str | None,
-        flip_test: bool = True,
-        channels_last: bool = True,
-        fold_batchnorm: bool = True,
-        oracle: bool = False,
-        tf32: bool = False,
-        known_variants: Mapping[str, Mapping[str, Any]] | None = None,
-        onnx_path: str | None = None,
-        onnx_provider: str = "cpu",
-        backend: str | None = None,
-        cache_dir: str | None = None,
-        opset: int = 17,
-        check_crops: CheckCrops | None = None,
-    ) -> None:
-        """``backend``: an engine of ``backends.ENGINES``; None picks onnxruntime when ``onnx_path`` is given, else pytorch."""
+    def __init__(self, source: ForwardSource, engine: str, flip_test: bool = True, oracle: bool = False, tf32: bool = False) -> None:
+        """``source``: where the weights are and how to run them; ``engine``: a name of ``backends.ENGINES``,
+        decided by the run's plan. ``oracle`` without a checkpoint runs no network (ground truth round-trips)."""
         super().__init__()
-        self.variant = dict(variant)
-        self.ckpt_path = ckpt_path
+        self.variant = dict(source.variant)
+        self.ckpt_path = source.ckpt_path
         self.flip_test = flip_test
         self.oracle = oracle
         self.tf32 = tf32
-        self.engine = backend or ("onnxruntime" if onnx_path else "pytorch")
-        self.known = {name: ArchSpec.from_variant(node) for name, node in (known_variants or {}).items()}
-        self.source = ForwardSource(
-            variant=self.variant, known=self.known, ckpt_path=ckpt_path, onnx_path=onnx_path, cache_dir=cache_dir,
-            channels_last=channels_last, fold_batchnorm=fold_batchnorm, provider=onnx_provider, opset=opset,
-            check_crops=check_crops,
-        )  # fmt: skip
-        self.backend: Forward | None = None
+        self.engine = engine
+        self.known = dict(source.known)
+        self.source = source
+        self.forward_pass: Forward | None = None
         self.arch: ArchSpec | None = None
         self.detected_variant: str | None = None
         self.register_buffer("flip_order", torch.tensor(flip_permutation()), persistent=False)
@@ -72,15 +53,15 @@ class PoseEvaluator(pl.LightningModule):
 
     def configure_network(self) -> None:
         """Build and check the forward pass (checkpoint, file, provenance). Safe to call more than once."""
-        if self.backend is not None or self.arch is not None:
+        if self.forward_pass is not None or self.arch is not None:
             return
         if self.oracle and not self.ckpt_path:
             self.arch = self._oracle_arch(self.known)
             return
-        self.backend = build_forward(self.engine, self.source)
+        self.forward_pass = build_forward(self.engine, self.source)
         # The check crops come from a closure over this process's data: spawned ranks neither need nor can pickle it.
         self.source = dataclasses.replace(self.source, check_crops=None)
-        self.arch = self.backend.arch
+        self.arch = self.forward_pass.arch
         self.detected_variant = match_variant(self.arch, self.known)
 
     def _oracle_arch(self, known: Mapping[str, ArchSpec]) -> ArchSpec:
@@ -99,28 +80,28 @@ class PoseEvaluator(pl.LightningModule):
     @property
     def checkpoint_info(self) -> dict[str, Any]:
         """The checkpoint whose network ran (or that an exported file was proven against); empty when none."""
-        return dict(self.backend.checkpoint_info or {}) if self.backend is not None else {}
+        return dict(self.forward_pass.checkpoint_info or {}) if self.forward_pass is not None else {}
 
     @property
     def onnx_info(self) -> dict[str, Any] | None:
         """The exported file that ran, as results.json records it; None for the PyTorch engine."""
-        return self.describe_backend().get("onnx")
+        return self.describe_engine().get("onnx")
 
-    def describe_backend(self) -> dict[str, Any]:
+    def describe_engine(self) -> dict[str, Any]:
         """results.json's ``inference`` fields the engine decides (``backend``, and ``onnx`` for a file)."""
-        return self.backend.describe() if self.backend is not None else {"backend": self.engine}
+        return self.forward_pass.describe() if self.forward_pass is not None else {"backend": self.engine}
 
     def model_info(self) -> dict[str, Any]:
         """Architecture, parameter count and GFLOPs of the network that ran (see ``Forward.model_info``)."""
         assert self.arch is not None
-        return self.backend.model_info() if self.backend is not None else arch_model_info(self.arch)
+        return self.forward_pass.model_info() if self.forward_pass is not None else arch_model_info(self.arch)
 
     # ------------------------------------------------------------------ inference
 
-    def predict_coords(self, images: torch.Tensor, backend: Forward | None = None) -> torch.Tensor:
+    def predict_coords(self, images: torch.Tensor, forward_pass: Forward | None = None) -> torch.Tensor:
         """(B, J, 3) heatmap coordinates of uint8 (or 0..255 float) crops; with flip test, one forward over the
-        batch and its mirror. ``backend`` replaces the module's own (the bench times another engine through this path)."""
-        forward = backend or self.backend
+        batch and its mirror. ``forward_pass`` replaces the module's own (the bench times another engine through this path)."""
+        forward = forward_pass or self.forward_pass
         assert forward is not None and self.arch is not None
         if not self.flip_test:
             return forward(images)

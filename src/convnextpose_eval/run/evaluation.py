@@ -1,10 +1,12 @@
-"""One evaluation from a composed config: checks -> checkpoint -> evaluator + datamodule -> trainer.test -> results."""
+"""One evaluation from a composed config: checks -> plan -> evaluator + datamodule -> trainer.test -> results.
+
+The run's decisions come from its plan (``plan.py``); how it fails or is interrupted, from ``failures.py``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
 import sys
 import warnings
@@ -15,51 +17,36 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..backends import CheckCrops
-from ..backends.onnx_checks import (
-    onnx_file_for,
-    onnx_packages_installed,
-    require_onnx_packages,
-)
-from ..checkpoint.fetch import locate_checkpoint
-from ..common.atomic import atomic_write_json, atomic_write_text
 from ..common.errors import ConfigError, EvalError, one_line
 from ..common.launch import Launch, Launcher, check_launch, detect_launch
 from ..config.checks import checked_config
 from ..config.compose import as_plain, variant_table
-from ..config.schema import SAMPLE_MARKER, Accelerator, Backend, EvalConfig, Strategy
+from ..config.schema import SAMPLE_MARKER, Accelerator, EvalConfig, Strategy
 from ..data.datamodule import H36MDataModule
 from ..model.evaluator import PoseEvaluator
 from ..report.summary import format_summary, oracle_verdict
-from ..results.files import FAILURE_FILE, RESULTS_FILE, TRACEBACK_FILE
-from ..results.records import TOOL_NAME, InferenceSettings, RunSettings
+from ..results.files import RESULTS_FILE
+from ..results.records import InferenceSettings, RunSettings
 from ..results.writer import ResultsWriter
 from ..sample.generator import ensure_sample
+from .failures import (
+    drop_empty_log,
+    failure_reason,
+    interrupt_signal,
+    leave_no_empty_folder,
+    on_signal,
+    received_signals,
+    record_failure,
+)
 from .folder import RunFolder
+from .plan import RunPlan, plan_run, uses_gpu
 from .resume import config_digest, kept_results
 from .tracking import RunTracker, trainer_logger
 
 log = logging.getLogger("convnextpose_eval")
-
-
-class RunInterrupted(BaseException):
-    """SIGTERM or SIGINT arrived: the run stops, writes no results and exits non-zero."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-# Signals received by this process's run: RunInterrupted raised inside library code can surface as that
-# code's own error when its clean-up fails half-way (OmegaConf does), so the record says what happened.
-_received: list[int] = []
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    _received.append(signum)
-    raise RunInterrupted(signum)
 
 
 def quiet_lightning() -> None:
@@ -73,11 +60,6 @@ def quiet_lightning() -> None:
     # Printed wherever an srun binary exists (every SLURM login node); this tool starts or finds its ranks itself.
     warnings.filterwarnings("ignore", message=".*srun.*command is available.*")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
-
-
-def uses_gpu(settings: EvalConfig) -> bool:
-    """Whether the configured trainer will run on CUDA devices."""
-    return torch.cuda.is_available() and settings.trainer.accelerator in (Accelerator.gpu, Accelerator.cuda, Accelerator.auto)
 
 
 def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: Launch | None = None) -> pl.Trainer:
@@ -135,47 +117,6 @@ def build_trainer(settings: EvalConfig, callbacks: list[pl.Callback], launch: La
 CHECK_CROPS = 4
 
 
-def resolve_backend(settings: EvalConfig) -> Backend:
-    """The engine a run uses. ``auto``: ONNX Runtime (the same numbers, faster on CPUs) on a CPU trainer in
-    exact float32 with its packages installed, or whenever ``onnx_path`` is given; PyTorch otherwise."""
-    if settings.backend is not Backend.auto:
-        return settings.backend
-    if settings.onnx_path is not None:
-        return Backend.onnxruntime
-    trainer = settings.trainer
-    on_cpu = trainer.accelerator is Accelerator.cpu or (trainer.accelerator is Accelerator.auto and not uses_gpu(settings))
-    exact = trainer.precision.startswith("32") and not trainer.tf32
-    if on_cpu and exact and not settings.oracle and onnx_packages_installed():
-        return Backend.onnxruntime
-    return Backend.pytorch
-
-
-def located_checkpoint(settings: EvalConfig) -> Path | None:
-    """The checkpoint a run scores (or proves an exported file against): ``ckpt_path``, or the variant's file
-    in the checkpoint folder, downloaded there if missing. None for an oracle run without one, and for an
-    ONNX file given without ``ckpt_path``."""
-    backend = resolve_backend(settings)
-    if settings.ckpt_path is not None:
-        return settings.ckpt_path
-    if (backend is Backend.pytorch and settings.oracle) or (backend is Backend.onnxruntime and settings.onnx_path is not None):
-        return None
-    return locate_checkpoint(
-        None,
-        settings.variant.checkpoint.file,
-        settings.data.checkpoint_dir or settings.paths.checkpoint_dir,
-        settings.checkpoint_source.drive_folder_id,
-        download=settings.download,
-    )
-
-
-def export_hint(settings: EvalConfig) -> str:
-    """Overrides that let a printed export command find this run's checkpoint and check crops."""
-    file = settings.variant.checkpoint.file
-    ckpt = settings.ckpt_path or ((settings.data.checkpoint_dir or settings.paths.checkpoint_dir) / file if file else None)
-    parts = [f"ckpt_path={ckpt}"] if ckpt is not None and Path(ckpt).exists() else []
-    return shlex.join([*parts, f"data.root={settings.data.root}"])
-
-
 def check_crops_from(datamodule: H36MDataModule, count: int = CHECK_CROPS) -> torch.Tensor:
     """``count`` test crops spread evenly over the test set, as the data path gives them (uint8, (N, 3, S, S))."""
     dataset = datamodule.dataset
@@ -183,39 +124,18 @@ def check_crops_from(datamodule: H36MDataModule, count: int = CHECK_CROPS) -> to
     return torch.stack([dataset[int(i)]["image"] for i in picks])
 
 
-def build_evaluator(settings: EvalConfig, check_crops: CheckCrops | None = None) -> PoseEvaluator:
-    """Find the checkpoint (downloading it if needed) and build the configured engine's forward pass from it,
-    or from the exported file: every check of the weights and the architecture happens here.
+def build_evaluator(plan: RunPlan, check_crops: CheckCrops | None = None) -> PoseEvaluator:
+    """The configured engine's forward pass, built from the plan's checkpoint or exported file: every check of
+    the weights and the architecture happens here or in the plan, before any data is read.
 
-    Everything that needs no data fails before any data is read; ``check_crops(arch)`` gives the real test
-    crops an exported file is then run on beside its checkpoint (seeded random crops when None).
+    ``check_crops(arch)`` gives the real test crops an exported file is then run on beside its checkpoint
+    (seeded random crops when None).
     """
-    data = settings.data
-    if data.synthetic:
-        ensure_sample(data.root, variants=variant_table(settings))
-    backend = resolve_backend(settings)
-    onnx_file = None
-    if backend is Backend.onnxruntime:
-        require_onnx_packages(exporting=settings.onnx_path is None)
-        if settings.onnx_path is not None:
-            onnx_file = onnx_file_for(settings.onnx_path, settings.variant.name, export_hint(settings))
-    ckpt_path = located_checkpoint(settings)
-    module = PoseEvaluator(
-        variant=as_plain(settings.variant),
-        ckpt_path=str(ckpt_path) if ckpt_path else None,
-        flip_test=settings.flip_test,
-        channels_last=settings.channels_last,
-        fold_batchnorm=settings.fold_batchnorm,
-        oracle=settings.oracle,
-        tf32=settings.trainer.tf32,
-        known_variants=variant_table(settings),
-        onnx_path=str(onnx_file) if onnx_file else None,
-        onnx_provider=settings.onnx_provider.value,
-        backend=backend.value,
-        cache_dir=str(settings.paths.cache_dir),
-        opset=settings.export.opset,
-        check_crops=check_crops,
-    )
+    settings = plan.settings
+    if settings.data.synthetic:
+        ensure_sample(settings.data.root, variants=variant_table(settings))
+    module = PoseEvaluator(plan.forward_source(check_crops), plan.engine, flip_test=settings.flip_test,
+                           oracle=settings.oracle, tf32=settings.trainer.tf32)  # fmt: skip
     module.configure_network()
     return module
 
@@ -264,10 +184,9 @@ def run_settings(settings: EvalConfig, detected_variant: str | None, config_sha2
     )
 
 
-def inference_settings(settings: EvalConfig, engine: dict[str, Any] | None = None) -> InferenceSettings:
+def inference_settings(settings: EvalConfig, engine: dict[str, Any]) -> InferenceSettings:
     """The numeric settings of the forward pass; ``engine``: what the engine says of itself (``Forward.describe``):
     its name, an exported file's record and, for a file, the precision its weights have."""
-    engine = engine or {"backend": resolve_backend(settings).value}
     return InferenceSettings(
         precision=engine.get("precision", settings.trainer.precision),
         tf32=settings.trainer.tf32,
@@ -278,12 +197,13 @@ def inference_settings(settings: EvalConfig, engine: dict[str, Any] | None = Non
     )
 
 
-def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None = None) -> dict[str, Any] | None:
-    """Run one evaluation; raise EvalError with a one-line reason on any user-facing failure.
+def evaluate(plan: RunPlan, output_dir: Path, config_sha256: str | None = None) -> dict[str, Any] | None:
+    """Run one evaluation as planned; raise EvalError with a one-line reason on any user-facing failure.
 
     Returns the results in the launching process, None on the other ranks of an external launch.
     ``config_sha256`` (the composed config's digest) is recorded for ``sweep.resume``.
     """
+    settings = plan.settings
     tracker = RunTracker(settings, output_dir)
     datamodules: dict[int, H36MDataModule] = {}
 
@@ -292,11 +212,11 @@ def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None =
             datamodules[input_size] = build_datamodule(settings, input_size)
         return datamodules[input_size]
 
-    module = build_evaluator(settings, check_crops=lambda arch: check_crops_from(datamodule_for(arch.input_size)))
+    module = build_evaluator(plan, check_crops=lambda arch: check_crops_from(datamodule_for(arch.input_size)))
     writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant, config_sha256),
-                           inference_settings(settings, module.describe_backend()))  # fmt: skip
+                           inference_settings(settings, module.describe_engine()))  # fmt: skip
     datamodule = datamodule_for(module.arch.input_size)
-    trainer = build_trainer(settings, [writer, tracker])
+    trainer = build_trainer(settings, [writer, tracker], plan.launch)
     try:
         trainer.test(module, datamodule=datamodule, verbose=False)
     except Exception as exc:  # spawned ranks and DataLoader workers re-raise our errors wrapped
@@ -309,109 +229,6 @@ def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None =
     if results is None:
         raise EvalError(f"{output_dir / RESULTS_FILE}: the run finished without writing results")
     return results
-
-
-def _internal_error(exc: BaseException, output_dir: Path) -> str:
-    """A bug or an unforeseen failure: one line on the console, the traceback in the job folder."""
-    import traceback
-
-    text = "".join(traceback.format_exception(exc))
-    try:
-        atomic_write_text(output_dir / TRACEBACK_FILE, text)
-        where = f"; traceback in {output_dir / TRACEBACK_FILE}"
-    except OSError:
-        where = ""
-    return f"unexpected {type(exc).__name__}: {one_line(exc)}{where}"
-
-
-def _record_failure(output_dir: Path, variant: str, reason: str) -> None:
-    try:
-        atomic_write_json(output_dir / FAILURE_FILE, {"tool": TOOL_NAME, "variant": variant, "status": "failed", "error": reason})
-    except OSError:
-        pass  # the sweep report lists a job folder without results as failed anyway
-
-
-def _distributed_failure(exc: BaseException, cfg: DictConfig) -> str | None:
-    """One line for a collective that timed out or lost a peer: another rank failed, was killed or never joined.
-    Only a run of several processes has peers to lose."""
-    import torch.distributed as dist
-
-    several = detect_launch().world_size > 1 or str(OmegaConf.select(cfg, "trainer.strategy", default="")) == "ddp"
-    text = one_line(exc)
-    lost = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe", "socket", "peer")
-    if not several or not (isinstance(exc, getattr(dist, "DistError", ())) or any(word in text.lower() for word in lost)):
-        return None
-    timeout_s = OmegaConf.select(cfg, "trainer.timeout_s", default="?")
-    return f"another rank failed, was killed or did not answer within trainer.timeout_s={timeout_s} s ({text})"
-
-
-def _interrupt_signal(exc: BaseException) -> int | None:
-    """The signal a run was stopped by (SIGINT for Ctrl-C, SIGTERM for an exit request), or None for a failure."""
-    if isinstance(exc, RunInterrupted):
-        return exc.signum
-    if _received:
-        return _received[-1]
-    if isinstance(exc, KeyboardInterrupt):
-        return int(signal.SIGINT)
-    if isinstance(exc, SystemExit) and exc.code in (None, 0, 1):
-        return int(signal.SIGTERM)
-    return None
-
-
-def failure_reason(exc: BaseException, traceback_dir: Path | None, cfg: DictConfig) -> str:
-    """The one line a failed or interrupted run reports; the first answer for an exception is kept, so the
-    console and failure.json say the same. An unforeseen failure leaves its traceback in ``traceback_dir``:
-    the run's folder once this process owns it (global rank 0, folder taken), else nowhere."""
-    known = getattr(exc, _REASON, None)
-    if isinstance(known, str):
-        return known
-    reason = _failure_reason(exc, traceback_dir, cfg)
-    try:
-        setattr(exc, _REASON, reason)
-    except AttributeError:
-        pass
-    return reason
-
-
-_REASON = "_convnextpose_eval_reason"
-
-
-def _failure_reason(exc: BaseException, traceback_dir: Path | None, cfg: DictConfig) -> str:
-    signum = _interrupt_signal(exc)
-    if signum is not None:
-        notice = " (SLURM's notice that the time limit is near)" if signum == signal.SIGUSR2 else ""
-        return f"interrupted by {signal.Signals(signum).name}{notice}; no results written"
-    if isinstance(exc, EvalError):
-        return one_line(exc)
-    lost = _distributed_failure(exc, cfg)
-    if lost:
-        return lost
-    return _internal_error(exc, traceback_dir) if traceback_dir else f"unexpected {type(exc).__name__}: {one_line(exc)}"
-
-
-def _log_file(output_dir: Path) -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return output_dir / f"{HydraConfig.get().job.name}.log"
-
-
-def _leave_no_empty_folder(output_dir: Path) -> None:
-    """Remove the folder of a run that failed before it took it, when Hydra's ``.hydra/`` and an empty log
-    are all it holds: a refused run leaves nothing behind (any other file, a lock included, keeps it)."""
-    import shutil
-
-    log_file = _log_file(output_dir)
-    try:
-        if {p.name for p in output_dir.iterdir()} <= {".hydra", log_file.name} and not (log_file.is_file() and log_file.stat().st_size):
-            shutil.rmtree(output_dir)
-    except OSError:
-        pass
-
-
-def _drop_empty_log(output_dir: Path) -> None:
-    log_file = _log_file(output_dir)
-    if log_file.is_file() and log_file.stat().st_size == 0:
-        log_file.unlink(missing_ok=True)
 
 
 def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False) -> dict[str, Any] | None:
@@ -435,25 +252,32 @@ def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False
         digest = config_digest(cfg)
         if owner:
             folder.acquire()
+        try:
+            plan = plan_run(settings, output_dir)
+        except EvalError:
+            if owner:  # the run is this folder's now: its failure is recorded there
+                folder.clear_previous_results()
+                taken = True
+            raise
         if settings.sweep.resume:
-            kept, why = kept_results(settings, output_dir, digest)
+            kept, why = kept_results(plan, digest)
             log.info(f"sweep.resume: {'kept' if kept else 'running'} {output_dir.name}: {why}")
             if kept is not None:
                 return kept if owner else None
         if owner:
             folder.clear_previous_results()  # refuses a folder holding someone else's files: nothing is written there
             taken = True
-        return evaluate(settings, output_dir, digest)
+        return evaluate(plan, output_dir, digest)
     except BaseException as exc:
-        if isinstance(exc, SystemExit) and _interrupt_signal(exc) is None:
+        if isinstance(exc, SystemExit) and interrupt_signal(exc) is None:
             raise
         keeps_record = owner and (taken or in_sweep)
         reason = failure_reason(exc, output_dir if keeps_record else None, cfg)
         if keeps_record:
-            _record_failure(output_dir, variant, reason)
-            _drop_empty_log(output_dir)
+            record_failure(output_dir, variant, reason)
+            drop_empty_log(output_dir)
         elif owner and isinstance(exc, EvalError):
-            _leave_no_empty_folder(output_dir)
+            leave_no_empty_folder(output_dir)
         raise
     finally:
         folder.release()
@@ -480,13 +304,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     launch = detect_launch()
     owner = launch.rank == 0
     who = "" if launch.world_size == 1 else f"rank {launch.rank} of {launch.world_size}: "
-    _received.clear()
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    received_signals.clear()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
     try:
         try:
             results = evaluate_in_folder(cfg, output_dir, in_sweep)
         except BaseException as exc:
-            signum = _interrupt_signal(exc)
+            signum = interrupt_signal(exc)
             if signum is None:
                 if not isinstance(exc, Exception):
                     raise
@@ -503,7 +327,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _received.clear()
+        received_signals.clear()
     if results is not None:
         log_summary(results, output_dir)
     return results

@@ -15,12 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoint.fetch import locate_checkpoint
-from ..checkpoint.reader import sha256_of
-from ..common.errors import EvalError
-from ..config.schema import Backend, EvalConfig
 from ..results.files import RESULTS_FILE
 from ..results.records import TOOL_NAME
+from .plan import ONNXRUNTIME, RunPlan
 
 # Settings that cannot change a figure of results.json: a rerun that differs only in these is the same job.
 NOT_IN_DIGEST = ("sweep", "logger", "download", "trainer.progress_bar", "trainer.timeout_s", "data.num_workers", "data.pin_memory")
@@ -41,20 +38,12 @@ def config_digest(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _checkpoint_sha256(settings: EvalConfig) -> str | None:
-    """sha256 of the checkpoint this job would load, without downloading; None when it would load none."""
-    if settings.oracle and settings.ckpt_path is None:
-        return None
-    path = locate_checkpoint(str(settings.ckpt_path) if settings.ckpt_path else None, settings.variant.checkpoint.file,
-                             settings.data.checkpoint_dir or settings.paths.checkpoint_dir,
-                             settings.checkpoint_source.drive_folder_id, download=False)  # fmt: skip
-    return sha256_of(Path(path))
-
-
-def kept_results(settings: EvalConfig, output_dir: Path, digest: str) -> tuple[dict[str, Any] | None, str]:
-    """The earlier results to keep, or None; and why, for the log."""
-    path = Path(output_dir) / RESULTS_FILE
-    if settings.onnx_path is not None or settings.backend is Backend.onnxruntime:
+def kept_results(plan: RunPlan, digest: str) -> tuple[dict[str, Any] | None, str]:
+    """The earlier results to keep, or None; and why, for the log. The engine and the checkpoint are the
+    plan's, as the run would decide them (``backend=auto`` included)."""
+    assert plan.run_dir is not None
+    path = Path(plan.run_dir) / RESULTS_FILE
+    if plan.engine == ONNXRUNTIME:
         return None, "runs of a given or exported ONNX file are always run again"
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
@@ -66,10 +55,7 @@ def kept_results(settings: EvalConfig, output_dir: Path, digest: str) -> tuple[d
         return None, f"{path} was not written by this tool"
     if earlier.get("config_sha256") != digest:
         return None, "its results.json was computed with other settings"
-    try:
-        current = _checkpoint_sha256(settings)
-    except EvalError as exc:
-        return None, f"its checkpoint cannot be checked ({exc})"
+    current = plan.checkpoint.sha256 if plan.checkpoint else None
     recorded = (earlier.get("checkpoint") or {}).get("sha256")
     if recorded != current:
         return None, "its checkpoint has changed"

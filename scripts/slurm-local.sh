@@ -90,13 +90,18 @@ start_munge() {
     if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
         return
     fi
+    mkdir -p /etc/munge /run/munge /var/log/munge /var/lib/munge
     if [ ! -s /etc/munge/munge.key ]; then
         mungekey --create --keyfile=/etc/munge/munge.key
-        chown munge:munge /etc/munge/munge.key
-        chmod 0400 /etc/munge/munge.key
     fi
-    mkdir -p /run/munge /var/log/munge /var/lib/munge
-    chown munge:munge /run/munge /var/log/munge /var/lib/munge
+    # A munged once started as root leaves root-owned files behind (its log, seed, socket, key), which the
+    # munge user's munged then refuses ("Logfile is insecure: ... should be owned by UID ..."): give every
+    # one of them back to munge, with the modes munged accepts.
+    chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
+    chmod 0700 /etc/munge /var/log/munge /var/lib/munge
+    chmod 0755 /run/munge
+    chmod 0400 /etc/munge/munge.key
+    find /var/log/munge /var/lib/munge -type f -exec chmod go-rwx {} +
     runuser -u munge -- /usr/sbin/munged
     mkdir -p "$RUN" && touch "$RUN/munged.ours"
     for _ in $(seq 50); do

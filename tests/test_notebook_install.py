@@ -28,7 +28,15 @@ KERNEL = "convnextpose-installed"
 
 
 def _install(where: Path) -> Path:
-    """A fresh environment (seeing the system's packages, as on Kaggle) with this checkout installed into it as a wheel would be."""
+    """A fresh environment that sees the packages of the environment running the tests (as a notebook server's
+    kernel sees its own), with this checkout installed into it as a wheel would be.
+
+    The running environment's package folders are put on the new one's path by a ``.pth`` file. A
+    ``--system-site-packages`` environment would instead see the base interpreter's packages: where the
+    tests run in a virtual environment (as a newcomer's would), that is a different, older set.
+    """
+    import sysconfig
+
     source = where / "source"
     for name in ("pyproject.toml", "README.md"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +44,12 @@ def _install(where: Path) -> Path:
     for folder in ("src", "conf"):  # copied, so the build's own folders land outside the checkout
         shutil.copytree(PROJECT_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     venv = where / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    running = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    # Plain folder lines, appended after the new environment's own: its own install of this package comes first.
+    (Path(purelib) / "running_environment.pth").write_text("".join(f"{folder}\n" for folder in running))
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(source)]
     done = subprocess.run(pip, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

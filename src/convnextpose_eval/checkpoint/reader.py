@@ -12,6 +12,10 @@ directory is checked before torch reads it, an unzipped folder is checked
 against what its ``data.pkl`` declares before it is packed (into a temporary
 file, never in memory), and every weight must own its slice of storage before
 anything computes on it. Weights end up float32, or the file is refused.
+
+Why one module of this length: every form a checkpoint arrives in passes through the same guarded
+steps (container, pickle, keys, storages, dtypes), and each step's guard relies on the one before it;
+split apart, a form could reach a later step without the guard before it.
 """
 
 from __future__ import annotations

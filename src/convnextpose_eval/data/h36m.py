@@ -19,6 +19,9 @@ was not built from, whatever happened to the file's modification time or inode.
 The entry carries its key and a SHA-256 of its arrays in the zip comment,
 checked on every read: a damaged, foreign or outdated entry is a miss, rebuilt
 and replaced. A cache folder that cannot be written only costs speed.
+
+Why one module of this length: reading, checking and caching the index share one notion of what a
+valid record is; the cache key, the checks and the parse must change together.
 """
 
 from __future__ import annotations

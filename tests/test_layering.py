@@ -100,3 +100,14 @@ def test_no_import_cycle_between_modules():
     pairs = sorted({tuple(sorted([".".join(a), ".".join(b)])) for a, targets in edges.items() for b in targets
                     if b != a and a in edges.get(b, set())})  # fmt: skip
     assert not pairs, pairs
+
+
+def test_a_module_over_400_lines_says_why_at_its_top():
+    """Long modules are where rooms stop saying what they do; one that must stay long says why in its docstring."""
+    unexplained = []
+    for path in _modules():
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if len(text.splitlines()) > 400 and "Why one module of this length" not in doc:
+            unexplained.append(f"{'/'.join(_module_parts(path))}.py ({len(text.splitlines())} lines)")
+    assert not unexplained, unexplained

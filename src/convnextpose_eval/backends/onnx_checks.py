@@ -8,6 +8,9 @@ all before any data is read. These checks are cheap filters, not proof: whether 
 checkpoint's network is decided by running both (``onnxruntime.py``).
 
 onnx, onnxruntime and onnxscript are imported only inside the functions that need them.
+
+Why one module of this length: the checks run in order on one parsed file, each trusting only what the
+ones before it established (bytes, external data, opsets, signature, architecture).
 """
 
 from __future__ import annotations

@@ -267,5 +267,7 @@ def test_both_soft_argmax_forms_agree_on_the_networks_own_heatmaps(name, source_
         moments = _moments_form(heatmaps, JOINTS, DEPTH_DIM[name])
         assert torch.equal(model(torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(7))), marginals)
     expected = einsum_soft_argmax(heatmaps, JOINTS, DEPTH_DIM[name])
-    assert (moments.double() - expected).abs().max() < 1e-4
-    assert (marginals.double() - expected).abs().max() < 1e-4
+    # float32 sums of 64^3 = 262,144 terms differ from the float64 reference by up to 3e-4 heatmap units on
+    # some CPUs' kernels (measured 2026-12-07; 1e-5 to 1e-4 on others); a wrong formula is off by whole units.
+    assert (moments.double() - expected).abs().max() < 1e-3
+    assert (marginals.double() - expected).abs().max() < 1e-3

@@ -44,6 +44,12 @@ def _fields(schema: Any, prefix: str = "") -> Iterator[tuple[str, str, bool]]:
             yield name, doc, False
 
 
+def described_settings() -> list[tuple[str, str, bool]]:
+    """(dotted name, one-line doc, is_section) of every setting in schema order: what the docs site's
+    configuration page is generated from, so it says what ``--help`` says."""
+    return list(_fields(EvalConfig))
+
+
 def setting_names() -> list[str]:
     """Every dotted name a command line may set, sections (``data``, ``trainer.*`` parents) included."""
     return [name for name, _, _ in _fields(EvalConfig) if name not in _TABLES.values()]

@@ -2,8 +2,8 @@
 
 A page asks for a part with a marker line of its own, ``<!-- generated: NAME -->``; ``NAME`` is one of
 ``settings`` (every setting: its default as the shipped configs compose it, and the schema's one-line
-doc, as ``--help`` prints it), ``groups`` (each config group's options and the first comment line of their
-files) and ``result-schemas`` (a field table of every JSON Schema the package ships under
+doc, as ``--help`` prints it), ``groups`` (each config group's options and the comment their files open with),
+``modules`` (every module of the package, room by room, with its docstring's first line) and ``result-schemas`` (a field table of every JSON Schema the package ships under
 ``results/schemas/``). An unknown marker stops the build, so a page cannot ask for something that is not made.
 """
 
@@ -169,7 +169,40 @@ def result_schemas(folder: Path | None = None) -> str:
     return "\n".join(schema_section(path.name[: -len(SCHEMA_SUFFIX)], json.loads(path.read_text(encoding="utf-8"))) for path in files)
 
 
-GENERATORS = {"settings": settings_table, "groups": groups_table, "result-schemas": result_schemas}
+# The package's rooms in data-flow order (docs/code-tour.md): a module imports only from its own room or earlier ones.
+ROOMS = ("common", "config", "network", "checkpoint", "data", "backends", "model", "metrics", "results", "report",
+         "sample", "run", "cli")  # fmt: skip
+
+
+def _summary(path: Path) -> str:
+    """The first line of a module's docstring: what the module says it is for."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return doc.strip().split("\n")[0]
+
+
+def modules_table(package: Path | None = None) -> str:
+    """Every module of the package, room by room in data-flow order, with its docstring's first line.
+
+    A room missing from :data:`ROOMS` stops the build, so the tour cannot silently leave one out."""
+    if package is None:
+        package = Path(str(resources.files("convnextpose_eval")))
+    rooms = sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file() and p.name != "conf")
+    unknown = sorted(set(rooms) - set(ROOMS))
+    if unknown:
+        raise ValueError(f"{package}: rooms {', '.join(unknown)} are not in the code tour's order (scripts/mkdocs_hooks.py ROOMS)")
+    rows = ["| room | module | what it is for |", "|---|---|---|"]
+    for room in (r for r in ROOMS if r in rooms):
+        for module in sorted((package / room).glob("*.py")):
+            if module.name != "__init__.py":
+                rows.append(f"| `{room}/` | `{module.name}` | {_cell(_summary(module))} |")
+    for module in sorted(package.glob("*.py")):
+        rows.append(f"| top level | `{module.name}` | {_cell(_summary(module))} |")
+    return "\n".join(rows) + "\n"
+
+
+GENERATORS = {"settings": settings_table, "groups": groups_table, "result-schemas": result_schemas, "modules": modules_table}
 
 
 def expand(markdown: str, where: str) -> str:

@@ -45,7 +45,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convnextpose_eval"
 
 # --------------------------------------------------------------------------- rooms in data-flow order
 
-# The README's code tour, in data-flow order; a module may import only from its own room or an earlier one.
+# The code tour's order (docs/code-tour.md), data flow; a module may import only from its own room or an earlier one.
 ROOM_ORDER = [
     {"errors", "atomic", "human36m", "geometry"},
     {"config"},

@@ -2,7 +2,7 @@
 
 The variant facts come from the real configuration, composed the way ``run_eval.py`` composes it (its
 ``released`` table), so inheritance between variant files is what the tests see too. The checkpoint
-files are written here by hand, the way the authors' files are (REFERENCE.md section 1), not with the
+files are written here by hand, the way the authors' files are (docs/protocol.md, "Checkpoints"), not with the
 project's own writer: ``torch.save`` of ``{'epoch', 'network', 'optimizer'}`` to ``snapshot_N.pth.tar``
 with DataParallel ``module.`` keys, storages re-tagged as saved on ``cuda:0``, legacy head names for
 M/L, then renamed to ``ConvNeXtPose_<V>.tar``.
@@ -50,7 +50,8 @@ def pytest_runtest_makereport(item, call):
 # The checkout's configuration tree (the installed package ships the same files as convnextpose_eval.conf).
 CONF_DIR = PROJECT_ROOT / "conf"
 VARIANTS = ("XS", "S", "M", "L")
-# REFERENCE.md section 2: the epoch stored in each released file, and which use legacy head key names.
+# docs/protocol.md, "The four architectures" and "Checkpoints": the epoch stored in each released file, and which
+# use legacy head key names.
 RELEASED_EPOCH = {"XS": 68, "S": 67, "M": 70, "L": 83}
 LEGACY_HEAD_KEYS = {"XS": False, "S": False, "M": True, "L": True}
 
@@ -263,16 +264,16 @@ def eval_root_with_sample(sample_eval_root, tmp_path_factory) -> Callable[[str],
 
 @pytest.fixture(scope="session")
 def demo_sweep_p1(eval_root_with_sample) -> Path:
-    """The README's demo sweep, all four variants, on protocol 1 with a fresh crop cache, through the PyTorch
-    engine: the run that the sweep-report tests read and that the ONNX Runtime runs are compared with; tracked
-    with MLflow (the tracking tests read its store). Read-only."""
+    """The demo sweep, all four variants, on protocol 1 with a fresh crop cache (the root's own), through the
+    PyTorch engine, tracked with MLflow: docs/tracking.md's command as the page shows it. The sweep-report
+    tests read it, the ONNX Runtime runs are compared with it, the tracking tests read its store. Read-only."""
     from cli import run_cli
+    from doc_commands import page_command
 
     root = eval_root_with_sample("demo_sweep")
     sweep = root / "sweep"
-    done = run_cli(root, "-m", "experiment=demo", "data.protocol=1", "backend=pytorch", "logger=mlflow",
-                   f"paths.cache_dir={root / 'fresh_cache'}",
-                   f"hydra.sweep.dir={sweep}")  # fmt: skip
+    command = "python run_eval.py -m experiment=demo data.protocol=1 backend=pytorch logger=mlflow hydra.sweep.dir=SWEEP"
+    done = run_cli(root, *page_command(command, SWEEP=sweep)[2:])
     assert done.returncode == 0, done.describe()
     return sweep
 

@@ -1,6 +1,6 @@
 """An independent re-implementation of the authors' Human3.6M test-time evaluation, for agreement tests.
 
-What it re-implements (3DMPPE PoseNet / ConvNeXtPose release; REFERENCE.md sections 3-4):
+What it re-implements (3DMPPE PoseNet / ConvNeXtPose release; docs/protocol.md):
 ``Human36M.load_data`` and ``Human36M.evaluate``, the test branch of
 ``DatasetLoader.__getitem__`` with ``generate_patch_image`` /
 ``gen_trans_from_patch_cv`` (no augmentation), the torchvision

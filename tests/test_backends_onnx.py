@@ -29,7 +29,7 @@ from convnextpose_eval.backends.onnx_checks import arch_from_metadata, arch_meta
 from convnextpose_eval.backends.onnx_export import DEFAULT_TOLERANCE, export_onnx
 from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward as OnnxForward
 
-# REFERENCE.md section 2: heatmap side, depth bins and head width of each released variant.
+# docs/protocol.md, "The four architectures": heatmap side, depth bins and head width of each released variant.
 HEATMAP_SIDE = {"XS": 32, "L": 64}
 DEPTH_DIM = {"XS": 32, "L": 64}
 HEAD_CHANNELS = {"XS": 128, "L": 512}

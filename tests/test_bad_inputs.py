@@ -1,4 +1,4 @@
-"""Bad inputs through the real command line (INTERFACE.md): non-zero exit, one ``error:`` line naming the file
+"""Bad inputs through the real command line (docs/troubleshooting.md, "How errors look here"): non-zero exit, one ``error:`` line naming the file
 and the problem, no traceback, and no results left behind.
 
 Every case is a real ``python run_eval.py ...`` subprocess on a private, damaged copy

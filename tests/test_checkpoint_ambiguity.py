@@ -16,7 +16,7 @@ import torch
 from convnextpose_eval.checkpoint.reader import read_checkpoint
 from convnextpose_eval.common.errors import CheckpointError, EvalError
 
-# A modern head key of every variant and the name the M/L files give the same weight (REFERENCE.md section 1).
+# A modern head key of every variant and the name the M/L files give the same weight (docs/protocol.md, "Checkpoints").
 MODERN_KEY = "head.deconv_layers_1.dwconv.weight"
 LEGACY_TWIN = "head.deconv_layers_1.0.weight"
 PROMPT_S = 10.0  # far above what a refusal costs, far below a hang

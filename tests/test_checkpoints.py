@@ -1,6 +1,6 @@
 """Checkpoints in every form users hold them: loading, architecture checks, refusals, downloads.
 
-The released-style files are written by hand in conftest.py (REFERENCE.md sections 1-2); every
+The released-style files are written by hand in conftest.py (docs/protocol.md, "Checkpoints" and "The four architectures"); every
 successful load is checked by running the loaded network and comparing its output bit for bit
 with the randomized source network's.
 """
@@ -46,7 +46,7 @@ from convnextpose_eval.network import ConvNeXtPose
 from convnextpose_eval.network.spec import specs_of
 from convnextpose_eval.sample.released_format import write_released_checkpoint
 
-FOLDER_ID = "12H7zkLvmJtrkCmAUAPkQ6788WAnO60gI"  # REFERENCE.md section 6
+FOLDER_ID = "12H7zkLvmJtrkCmAUAPkQ6788WAnO60gI"  # docs/real-data.md, "What you need"
 FORMS = (
     "released_tar",
     "snapshot_pth",

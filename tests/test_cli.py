@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli import finish, reaped, run_cli, start_cli, wait_for
+from doc_commands import page_command
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +52,11 @@ def assert_refused(done, expected_line: str) -> None:
 
 
 def test_help_says_what_the_tool_does_and_lists_the_commands(cli_root):
-    done = run_cli(cli_root, "--help")
+    done = run_cli(cli_root, *page_command("python run_eval.py --help")[2:])
     assert done.returncode == 0, done.describe()
     page = done.stdout
     assert page.startswith("convnextpose-eval: evaluate released ConvNeXtPose checkpoints (XS, S, M, L) on Human3.6M")
-    # The commands README.md gives, as a user would copy them.
+    # Commands the docs give (docs/getting-started.md, docs/real-data.md, docs/speed.md), as a user would copy them.
     for command in (
         "python run_eval.py -m experiment=demo",
         "python run_eval.py experiment=demo variant=S",
@@ -125,12 +126,12 @@ def test_sample_alone_runs_offline_quietly_and_logs_the_table(cli_root, sample_d
 
 
 def test_one_variant_of_the_demo_without_multirun(cli_root):
-    done = run_cli(cli_root, "experiment=demo", "variant=S", "data.protocol=1")
+    done = run_cli(cli_root, *page_command("python run_eval.py experiment=demo variant=S")[2:])
     assert done.returncode == 0, done.describe()
     runs = sorted((cli_root / "outputs" / "runs").iterdir())
     assert [p.name.endswith("_S") for p in runs] == [True], runs
     results = read_json(runs[0] / "results.json")
-    assert results["variant"] == "S" and results["num_samples"] == SAMPLE_P1_GT and results["synthetic"] is True
+    assert results["variant"] == "S" and results["num_samples"] == SAMPLE_P2_GT and results["synthetic"] is True
     assert not (cli_root / "outputs" / "sweeps").exists(), "a single variant is a single run, not a sweep"
 
 

@@ -1,7 +1,7 @@
 """Real launchers: torchrun (one node x 2 ranks, two nodes x 1 rank on 127.0.0.1) and a real SLURM cluster.
 
-The commands are the README's cluster section, as written, with ``OUT``/``SWEEP`` replaced by folders of
-the test. Every figure of results.json must equal the single-process run of the same command (the session's
+The commands are docs/clusters.md's, quoted as the page shows them (``doc_commands.page_command``), with
+``OUT``/``SWEEP`` replaced by folders of the test. Every figure of results.json must equal the single-process run of the same command (the session's
 ``default_engine_p1``) to 1e-6 mm; only global rank 0 may write the run folder. The SLURM tests need a cluster
 that answers ``sinfo`` with a ``debug`` partition (``scripts/slurm-local.sh up``; ``.ci/run`` starts one)
 and skip, saying so, where there is none.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -22,32 +21,31 @@ from pathlib import Path
 
 import pytest
 from cli import PROJECT_ROOT, cli_env, wait_for
+from doc_commands import page_command
 
 pytestmark = pytest.mark.slow
 
 TOLERANCE_MM = 1e-6
-README = PROJECT_ROOT / "README.md"
+# docs/clusters.md's commands, as the page shows them.
+TORCHRUN_ONE_NODE = ("torchrun --standalone --nproc-per-node=2 run_eval.py experiment=demo variant=XS data.protocol=1 trainer=ddp "
+                     "trainer.devices=2 hydra.run.dir=OUT")
+TORCHRUN_NODE_0 = ("torchrun --nnodes=2 --node-rank=0 --nproc-per-node=1 --master-addr=127.0.0.1 --master-port=29431 run_eval.py "
+                   "experiment=demo variant=XS data.protocol=1 trainer=ddp trainer.devices=1 trainer.num_nodes=2 hydra.run.dir=OUT")
+TORCHRUN_NODE_1 = ("torchrun --nnodes=2 --node-rank=1 --nproc-per-node=1 --master-addr=127.0.0.1 --master-port=29431 run_eval.py "
+                   "experiment=demo variant=XS data.protocol=1 trainer=ddp trainer.devices=1 trainer.num_nodes=2 hydra.run.dir=OUT")
+SLURM_SWEEP = ("python run_eval.py -m hydra/launcher=slurm hydra.launcher.partition=debug experiment=demo variant=XS,S data.protocol=1 "
+               "data.num_workers=1 hydra.sweep.dir=SWEEP")
+SLURM_DDP_SWEEP = ("python run_eval.py -m hydra/launcher=slurm hydra.launcher.partition=debug experiment=demo variant=XS,S "
+                   "data.protocol=1 data.num_workers=1 trainer=ddp trainer.devices=2 hydra.sweep.dir=SWEEP")
+SRUN = ("srun --ntasks-per-node=2 python run_eval.py experiment=demo variant=XS data.protocol=1 data.num_workers=1 trainer=ddp "
+        "trainer.devices=2 hydra.run.dir=OUT")
+SLURM_RESUME = ("python run_eval.py -m hydra/launcher=slurm hydra.launcher.partition=debug experiment=demo variant=XS,S "
+                "data.protocol=1 data.num_workers=1 hydra.sweep.dir=SWEEP sweep.resume=true")
 RUN_FILES = [".convnextpose_eval.lock", ".hydra", "predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 def read(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def cluster_commands() -> list[str]:
-    """The indented commands of the README's cluster section, in order."""
-    text = README.read_text()
-    section = text[text.index("## Several devices, sweeps and clusters") :]
-    section = section[: section.index("\n## ", 1)]
-    return [line.strip() for line in section.splitlines() if line.startswith("    ") and line.strip()]
-
-
-def readme_command(start: str, index: int = 0, **folders: Path) -> list[str]:
-    """The ``index``-th README cluster command that starts with ``start``, its placeholders replaced."""
-    matching = [c for c in cluster_commands() if c.startswith(start)]
-    assert len(matching) > index, f"README's cluster section has no command starting {start!r}"
-    words = shlex.split(matching[index])
-    return [re.sub(r"=(OUT|SWEEP)$", lambda m: f"={folders[m.group(1)]}", word) for word in words]
 
 
 def run(command: list[str], root: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -121,7 +119,7 @@ def with_port(command: list[str], port: int) -> list[str]:
 
 def test_torchrun_one_node_two_ranks_gives_the_single_run(root, single, tmp_path):
     out = tmp_path / "out"
-    done = run(readme_command("torchrun --standalone", OUT=out), root)
+    done = run(page_command(TORCHRUN_ONE_NODE, OUT=out), root)
     assert done.returncode == 0, describe(done)
     assert_written_by_rank_zero_only(out, world_size=2)
     assert_single_run_figures(read(out / "results.json"), single["XS"])
@@ -131,10 +129,10 @@ def test_torchrun_one_node_two_ranks_gives_the_single_run(root, single, tmp_path
 def test_torchrun_two_nodes_sharing_one_run_dir_give_the_single_run(root, single, tmp_path):
     out = tmp_path / "out"
     port = free_port()
-    node1 = subprocess.Popen(with_port(readme_command("torchrun --nnodes=2", 1, OUT=out), port), cwd=PROJECT_ROOT,
+    node1 = subprocess.Popen(with_port(page_command(TORCHRUN_NODE_1, OUT=out), port), cwd=PROJECT_ROOT,
                              env=cli_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        node0 = run(with_port(readme_command("torchrun --nnodes=2", 0, OUT=out), port), root)
+        node0 = run(with_port(page_command(TORCHRUN_NODE_0, OUT=out), port), root)
         out1, err1 = node1.communicate(timeout=120)
     finally:
         node1.kill()
@@ -233,7 +231,7 @@ def _cluster_problem() -> str | None:
     if done.returncode != 0:
         return f"no SLURM cluster answers: sinfo failed ({done.stderr.strip()[:200]}); scripts/slurm-local.sh up starts one"
     if not any(line.split()[0].rstrip("*") == "debug" and line.split()[1] == "up" for line in done.stdout.splitlines() if line.split()):
-        return "the SLURM cluster has no 'debug' partition up (the README's commands use it)"
+        return "the SLURM cluster has no 'debug' partition up (docs/clusters.md's commands use it)"
     try:
         import hydra_plugins.hydra_submitit_launcher  # noqa: F401
     except ImportError:
@@ -269,7 +267,7 @@ def _entries(sweep: Path) -> dict[str, dict]:
 @pytest.mark.parametrize("kind", ["one task per job", "ddp"])
 def test_slurm_sweep_with_the_shipped_defaults_gives_the_single_runs(root, single, tmp_path, kind):
     sweep = tmp_path / "sweep"
-    command = readme_command("python run_eval.py -m hydra/launcher=slurm", 0 if kind == "one task per job" else 1, SWEEP=sweep)
+    command = page_command(SLURM_SWEEP if kind == "one task per job" else SLURM_DDP_SWEEP, SWEEP=sweep)
     assert ("trainer=ddp" in command) == (kind == "ddp")
     done = run(command, root, timeout=400)
     assert done.returncode == 0, describe(done)
@@ -287,7 +285,7 @@ def test_slurm_sweep_with_the_shipped_defaults_gives_the_single_runs(root, singl
 @needs_slurm
 def test_srun_two_tasks_gives_the_single_run(root, single, tmp_path):
     out = tmp_path / "out"
-    done = run(readme_command("srun --ntasks-per-node=2", OUT=out), root)
+    done = run(page_command(SRUN, OUT=out), root)
     assert done.returncode == 0, describe(done)
     assert_written_by_rank_zero_only(out, world_size=2)
     assert_single_run_figures(read(out / "results.json"), single["XS"])
@@ -327,7 +325,7 @@ def test_sigusr2_before_the_time_limit_ends_the_job_with_one_line_and_failure_js
 @needs_slurm
 def test_a_job_slurm_cannot_start_is_reported_with_its_pending_reason(root, tmp_path):
     sweep = tmp_path / "sweep"
-    command = [*readme_command("python run_eval.py -m hydra/launcher=slurm", 0, SWEEP=sweep), "variant=XS", "hydra.launcher.timeout_min=120"]
+    command = [*page_command(SLURM_SWEEP, SWEEP=sweep), "variant=XS", "hydra.launcher.timeout_min=120"]
     done = run(command, root, timeout=120)
     assert done.returncode == 1, describe(done)
     # SLURM names either reason for a time limit above the partition's (it depends on the other options).
@@ -346,7 +344,7 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     shutil.copytree(root / "outputs" / "sample" / "checkpoints", checkpoints)
     good = (checkpoints / "ConvNeXtPose_S.tar").read_bytes()
     (checkpoints / "ConvNeXtPose_S.tar").write_bytes(good[:5000])
-    resume = readme_command("python run_eval.py -m hydra/launcher=slurm", 2, SWEEP=sweep)
+    resume = page_command(SLURM_RESUME, SWEEP=sweep)
     assert resume[-1] == "sweep.resume=true"
     first = run([*resume[:-1], f"data.checkpoint_dir={checkpoints}"], root, timeout=400)
     assert first.returncode == 1, describe(first)
@@ -368,12 +366,11 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
 
 @needs_slurm
 def test_local_cluster_script_up_is_idempotent(root):
-    script = PROJECT_ROOT / "scripts" / "slurm-local.sh"
     if os.geteuid() != 0 or "slurm-local.sh" not in Path("/etc/slurm/slurm.conf").read_text(errors="replace"):
         pytest.skip("the cluster answering here was not started by scripts/slurm-local.sh as root")
-    again = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(page_command("scripts/slurm-local.sh up"), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "up: partition debug" in again.stderr, again.stderr
-    status = subprocess.run([str(script), "status"], capture_output=True, text=True, timeout=60)
+    status = subprocess.run(page_command("scripts/slurm-local.sh status"), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and "slurmctld: running" in status.stdout and "slurmd: running" in status.stdout
     conf = Path("/etc/slurm/slurm.conf").read_text()
     assert "NodeAddr=127.0.0.1" in conf and "ProctrackType=proctrack/linuxproc" in conf and "TaskPlugin=task/none" in conf
@@ -383,11 +380,8 @@ def test_local_cluster_script_up_is_idempotent(root):
 
 
 def test_hydra_inspection_flags_print_the_config(root):
-    """``--cfg job|hydra|all``, ``--resolve`` and ``--info`` (the README's command, then its variants) run nothing."""
-    text = README.read_text()
-    command = re.search(r"`(python run_eval\.py experiment=demo --cfg job)`", text)
-    assert command, "README names no --cfg command"
-    base = shlex.split(command.group(1))
+    """``--cfg job|hydra|all``, ``--resolve`` and ``--info`` (docs/clusters.md's command, then its variants) run nothing."""
+    base = page_command("python run_eval.py experiment=demo --cfg job")
     job = run(base, root, timeout=120)
     assert job.returncode == 0 and job.stdout.startswith("paths:") and "\nvariant:" in job.stdout and "\nhydra:" not in job.stdout, describe(job)
     hydra = run([*base[:-1], "hydra"], root, timeout=120)
@@ -397,11 +391,3 @@ def test_hydra_inspection_flags_print_the_config(root):
     info = run([*base[:2], "--info"], root, timeout=120)
     assert info.returncode == 0 and "Installed Hydra Plugins" in info.stdout and "SlurmLauncher" in info.stdout, describe(info)
     assert not (root / "outputs" / "runs").exists()
-
-
-def test_every_command_of_the_readme_cluster_section_is_run_by_a_test():
-    """The tests above find their commands by these starts; a command added to the README without a test fails here."""
-    tested = {"torchrun --standalone": 1, "torchrun --nnodes=2": 2, "python run_eval.py -m hydra/launcher=slurm": 3, "srun --ntasks-per-node=2": 1}
-    commands = cluster_commands()
-    assert {start: sum(c.startswith(start) for c in commands) for start in tested} == tested
-    assert len(commands) == sum(tested.values()), commands

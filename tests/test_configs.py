@@ -1,4 +1,4 @@
-"""The real configuration, composed as ``run_eval.py`` composes it: REFERENCE.md's facts, typed overrides,
+"""The real configuration, composed as ``run_eval.py`` composes it: docs/protocol.md's facts, typed overrides,
 the up-front checks, and the shipped package data."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from convnextpose_eval.config.checks import checked_config, quote_home_paths
 from convnextpose_eval.config.compose import composition_error
 from convnextpose_eval.common.errors import ConfigError, EvalError
 
-# REFERENCE.md sections 2 and 5, restated here so the configs are checked against the source, not themselves:
+# docs/protocol.md, "The four architectures" and "The paper's figures and the bands", restated here so the configs are checked against the source, not themselves:
 # depths, dims, head channels, upsampling, depth_dim, paper MPJPE P2, paper PA-MPJPE P1, epoch in the file.
 TABLE = {
     "XS": ((2, 2, 6, 2), (40, 80, 160, 320), 128, (True, True, False), 32, 56.61, None, 68),
@@ -25,7 +25,7 @@ TABLE = {
     "M": ((3, 3, 9, 3), (48, 96, 192, 384), 256, (True, True, True), 64, 51.05, 34.5, 70),
     "L": ((3, 3, 9, 3), (48, 96, 192, 384), 512, (True, True, True), 64, 49.75, 32.8, 83),
 }
-FEMTO_L = ((3, 3, 9, 3), (48, 96, 192, 384))  # REFERENCE.md section 2: S, M and L share this backbone
+FEMTO_L = ((3, 3, 9, 3), (48, 96, 192, 384))  # docs/protocol.md, "The four architectures": S, M and L share this backbone
 # Every override that must not compose (Hydra or OmegaConf refuses it while composing).
 COMPOSITION_ERRORS = (HydraException, OmegaConfBaseException)
 
@@ -37,7 +37,7 @@ def eval_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-# --------------------------------------------------------------------------- REFERENCE.md's table
+# --------------------------------------------------------------------------- docs/protocol.md's tables
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -61,7 +61,7 @@ def test_m_and_l_inherit_the_femto_l_backbone(compose, variant):
     assert cfg.variant.backbone == small.backbone
     assert cfg.variant.backbone.name == "Femto-L" and cfg.variant.name == variant
     assert cfg.variant.head.kernels == small.head.kernels and cfg.variant.joint_num == small.joint_num
-    # The legacy head key names of the M and L files (REFERENCE.md section 1): set in M, inherited by L.
+    # The legacy head key names of the M and L files (docs/protocol.md, "Checkpoints"): set in M, inherited by L.
     assert cfg.variant.key_style.value == "legacy" and small.key_style.value == "modern"
 
 
@@ -210,7 +210,7 @@ def test_real_data_has_no_checkpoints_of_its_own(compose):
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 def test_every_trainer_composes_without_tf32(compose, trainer):
     settings = checked_config(compose(f"trainer={trainer}", "variant=XS", "data=sample"))
-    assert settings.trainer.tf32 is False  # REFERENCE.md section 7: TF32 moves results by up to 0.4 mm
+    assert settings.trainer.tf32 is False  # docs/protocol.md, "Pitfalls in the stack": TF32 moves results by up to 0.4 mm
     assert settings.trainer.precision == "32-true" and settings.trainer.num_nodes == 1
     assert settings.trainer.strategy.value == ("ddp" if trainer == "ddp" else "auto")
     assert settings.trainer.accelerator.value == {"cpu": "cpu", "gpu": "gpu", "ddp": "auto"}[trainer]

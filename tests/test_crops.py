@@ -1,4 +1,4 @@
-"""Boxes and crops (REFERENCE.md section 3), checked against hand-computed cases.
+"""Boxes and crops (docs/protocol.md, "From image to network input"), checked against hand-computed cases.
 
 Reading images is tested in test_data_images.py, the crop store in test_data_crop_store.py.
 """

@@ -52,7 +52,7 @@ def test_help_lists_every_setting_in_one_line_with_its_description(compose, root
         assert len(lines) == 1, f"{key}: {lines}"
         value, _, description = lines[0].strip().partition(" ")
         assert len(description.strip()) >= 10, f"{key} has no description: {lines[0]!r}"
-    assert "  variant.backbone.depths=[2, 2, 6, 2] " in done.stdout  # the composed value: XS is Atto (REFERENCE.md table)
+    assert "  variant.backbone.depths=[2, 2, 6, 2] " in done.stdout  # the composed value: XS is Atto (docs/protocol.md, "The four architectures")
     # Grouped: a header per section, and the config groups with every option file shipped.
     for section in ("paths", "variant", "data", "trainer", "report", "bench", "export"):
         assert any(line.startswith(f"[{section}] ") for line in page), section

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from cli import run_cli, start_cli, wait_for
+from doc_commands import page_command
 from tracking_readers import assert_tensorboard_matches, csv_logged, expected_metrics
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,7 @@ def single_xs(env_root) -> dict:
     """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process,
     tracked with TensorBoard."""
     out = env_root / "single_xs"
-    done = run_cli(env_root, *XS_P1, "logger=tensorboard", f"hydra.run.dir={out}")
+    done = run_cli(env_root, *page_command("python run_eval.py experiment=demo variant=XS data.protocol=1 logger=tensorboard hydra.run.dir=OUT", OUT=out)[2:])
     assert done.returncode == 0, done.describe()
     return read(out / "results.json")
 
@@ -69,7 +70,7 @@ def test_single_run_counts_every_image_once(env_root, single_xs):
     assert single_xs["num_samples"] == len(ids) == len(set(ids)) == 23
     assert sum(a["num_samples"] for a in single_xs["per_action"].values()) == 23
     assert single_xs["synthetic"] is True and single_xs["tool"] == "convnextpose-eval"
-    # The defaults are the exact float32 path (REFERENCE.md section 7: no TF32); on a CPU trainer through
+    # The defaults are the exact float32 path (docs/protocol.md, "Pitfalls in the stack": no TF32); on a CPU trainer through
     # ONNX Runtime, on the checkpoint's export proven against the checkpoint before scoring.
     assert {k: single_xs["inference"][k] for k in ("precision", "tf32", "backend")} == {"precision": "32-true", "tf32": False, "backend": "onnxruntime"}
     assert single_xs["inference"]["onnx"]["source_verified"] is True
@@ -83,7 +84,8 @@ def test_single_run_is_tracked_in_tensorboard(env_root, single_xs):
 
 def test_ddp_two_processes_equal_one_process(env_root, single_xs):
     out = env_root / "ddp_xs"
-    done = run_cli(env_root, *XS_P1, *DDP, "logger=csv", f"hydra.run.dir={out}")
+    command = "python run_eval.py experiment=demo variant=XS data.protocol=1 trainer=ddp trainer.devices=2 trainer.accelerator=cpu logger=csv hydra.run.dir=OUT"
+    done = run_cli(env_root, *page_command(command, OUT=out)[2:])
     assert done.returncode == 0, done.describe()
     results = read(out / "results.json")
     assert results["throughput"]["devices"] == 2
@@ -229,7 +231,7 @@ def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):
     assert not (out / "results.json").exists()
 
 
-CORRUPT_S9 = ("s_09_act_05_subact_02", "s_09_act_10_subact_02", "s_09_act_13_subact_01")  # REFERENCE.md section 8
+CORRUPT_S9 = ("s_09_act_05_subact_02", "s_09_act_10_subact_02", "s_09_act_13_subact_01")  # docs/protocol.md, "The test set"
 
 
 def test_skip_corrupt_s9_drops_exactly_those_sequences(env_root):

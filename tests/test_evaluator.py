@@ -39,7 +39,7 @@ def restore_tf32():
 
 @pytest.mark.parametrize("tf32", [False, True])
 def test_setup_allows_tf32_only_when_asked(compose, restore_tf32, tf32: bool) -> None:
-    """PyTorch lets cuDNN use TF32 by default (REFERENCE.md section 7); every rank's setup sets it as configured."""
+    """PyTorch lets cuDNN use TF32 by default (docs/protocol.md, "Pitfalls in the stack"); every rank's setup sets it as configured."""
     from convnextpose_eval.backends import ForwardSource
     from convnextpose_eval.config.compose import as_plain, variant_table
     from convnextpose_eval.model.evaluator import PoseEvaluator

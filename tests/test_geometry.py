@@ -1,4 +1,4 @@
-"""Camera geometry and the heatmap <-> camera mapping (REFERENCE.md section 4), checked against hand computations."""
+"""Camera geometry and the heatmap <-> camera mapping (docs/protocol.md, "From heatmap to millimetres"), checked against hand computations."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from convnextpose_eval.common.geometry import (
     pixel_to_camera,
 )
 
-DEPTH_RANGE = 2000.0  # REFERENCE.md section 4: the 3D box is 2000 mm deep, centred on the root
+DEPTH_RANGE = 2000.0  # docs/protocol.md, "From heatmap to millimetres": the 3D box is 2000 mm deep, centred on the root
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:

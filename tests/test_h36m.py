@@ -1,7 +1,7 @@
-"""The Human3.6M test index on the synthetic sample, checked against the JSON files by REFERENCE.md's rules.
+"""The Human3.6M test index on the synthetic sample, checked against the JSON files by the rules of docs/protocol.md.
 
 Expected values are computed here from the annotation files with the rules of
-REFERENCE.md sections 3 and 4 (test subjects per protocol, frame_idx % 64 == 0,
+docs/protocol.md, "The test set" and "From image to network input" (test subjects per protocol, frame_idx % 64 == 0,
 non-empty GT boxes, R X + t, Thorax = mean of the shoulders, action = act digits - 2),
 never read back from the loader.
 """
@@ -22,7 +22,7 @@ from convnextpose_eval.common.errors import DataError
 
 TestIndex.__test__ = False  # a dataclass named Test*: not a test class
 
-SUBJECTS = {1: (11,), 2: (9, 11)}  # REFERENCE.md section 4
+SUBJECTS = {1: (11,), 2: (9, 11)}  # docs/protocol.md, "The test set"
 L_SHOULDER, R_SHOULDER, THORAX = 11, 14, 17
 # data/sample.py's documented counts: P1 23 images on both paths; P2 49 with GT boxes, 50 with RootNet's.
 DOCUMENTED_COUNTS = {(1, True): 23, (1, False): 23, (2, True): 49, (2, False): 50}
@@ -54,7 +54,7 @@ def expected_rows(root: Path, protocol: int, use_gt_info: bool) -> list[tuple[in
 
 
 def _square_box(bbox: list[float], width: int, height: int) -> list[float]:
-    """REFERENCE.md section 3 for float boxes: clamp, square about the centre, x1.25."""
+    """docs/protocol.md, "From image to network input", for float boxes: clamp, square about the centre, x1.25."""
     x, y, w, h = bbox
     x1, y1 = max(0.0, x), max(0.0, y)
     x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))

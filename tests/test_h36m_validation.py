@@ -154,7 +154,7 @@ def test_a_gt_box_of_negative_size_is_refused(root: Path, sizes: tuple[float, fl
 
 
 def test_a_gt_box_of_zero_width_is_still_skipped(root: Path) -> None:
-    """REFERENCE.md section 3 ("reject empty"): the authors' loader drops such a sample, it is not an error."""
+    """docs/protocol.md, "From image to network input" (an empty box drops the image): the authors' loader drops such a sample, it is not an error."""
     image, ann = _test_pairs(root, 11)[5]
 
     def empty(document: dict) -> None:

@@ -1,4 +1,4 @@
-"""``python -m convnextpose_eval.inspect FILE [--json]`` on hand-written released-style files (INTERFACE.md)."""
+"""``python -m convnextpose_eval.inspect FILE [--json]`` on hand-written released-style files (docs/getting-started.md, docs/protocol.md "Checkpoints")."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from conftest import PROJECT_ROOT, RELEASED_EPOCH, VARIANTS
 from test_checkpoint_safety import write_undersized_storage
 
-# REFERENCE.md section 2.
+# docs/protocol.md, "The four architectures".
 EXPECTED = {
     "XS": {"depths": [2, 2, 6, 2], "dims": [40, 80, 160, 320], "head_channels": 128, "depth_dim": 32, "key_style": "modern", "num_params": 3_528_008},
     "S": {"depths": [3, 3, 9, 3], "dims": [48, 96, 192, 384], "head_channels": 256, "depth_dim": 32, "key_style": "modern", "num_params": 7_438_976},

@@ -7,13 +7,22 @@ imports count too: a deferred import that reaches down the list is still a depen
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "convnextpose_eval"
 
-# Data-flow order. The top level holds the public API and the entry points: it may import anything.
-ROOMS = ["common", "config", "network", "checkpoint", "data", "backends", "model", "metrics", "results", "report",
-         "sample", "run", "deploy", "cli"]  # fmt: skip
+
+def _tour_rooms() -> tuple[str, ...]:
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", PACKAGE.parents[1] / "scripts" / "mkdocs_hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    return hooks.ROOMS
+
+# Data-flow order, as the code tour lists it (its generator holds the one list). The top level holds the
+# public API and the entry points: it may import anything.
+ROOMS = list(_tour_rooms())
 TOP_LEVEL = {"__init__", "__main__", "api", "inspect", "bench", "export", "compare", "deploy"}
 
 

@@ -283,7 +283,7 @@ def test_pck_threshold_is_strict_and_a_perfect_pose_misses_the_zero_threshold():
     assert pck3d(at_threshold, threshold=150.0 + 1e-9).item() == 100.0
     perfect = t(np.zeros((1, 17)))
     assert pck3d(perfect).item() == 100.0
-    assert auc3d(perfect).item() == pytest.approx(100 * 30 / 31)  # REFERENCE.md section 8: at 0 nothing counts
+    assert auc3d(perfect).item() == pytest.approx(100 * 30 / 31)  # docs/protocol.md, "Metrics": at 0 nothing counts
     assert auc3d(perfect, max_threshold=10.0, step=5.0).item() == pytest.approx(100 * 2 / 3)
 
 

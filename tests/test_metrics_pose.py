@@ -96,7 +96,7 @@ def assert_figures(ours: dict[str, float], expected: dict[str, float]) -> None:
 
 
 def test_metric_names_are_the_results_contract():
-    # INTERFACE.md, results.json: the keys of "metrics" and of each per-action / per-subject entry.
+    # docs/results-format.md, results.json: the keys of "metrics" and of each per-action / per-subject entry.
     assert METRIC_NAMES == ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe", "pck3d_150", "auc3d")
 
 

@@ -1,4 +1,4 @@
-"""The network against REFERENCE.md section 2: sizes, MACs, heatmap geometry, soft-argmax, config overrides."""
+"""The network against docs/protocol.md ("The four architectures"): sizes, MACs, heatmap geometry, soft-argmax, config overrides."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from convnextpose_eval.network import (
     soft_argmax_3d_moments,
 )
 
-# REFERENCE.md section 2 (verified by building the network upstream) and the paper.
+# docs/protocol.md, "The four architectures" (parameters measured by building the network) and the paper.
 PARAMS = {"XS": 3_528_008, "S": 7_438_976, "M": 7_587_008, "L": 8_380_352}
 PAPER_GFLOPS = {"XS": 0.82, "S": 1.76, "M": 2.82, "L": 4.30}
 TORCH_COUNTER_GMACS = {"XS": 0.815, "S": 1.738, "M": 2.795, "L": 4.264}  # FlopCounterMode / 2, per REFERENCE

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from cli import run_cli
 from conftest import VARIANTS
+from doc_commands import page_command
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +49,20 @@ def sample_checkpoints(onnx_root) -> Path:
 
 @pytest.fixture(scope="module")
 def exports(onnx_root, sample_checkpoints) -> dict[str, dict]:
-    """variant -> the export command's JSON line. XS is exported as INTERFACE.md writes the command (a
-    checkpoint, no data named: the bundled sample's crops check it); the others with experiment=demo."""
+    """variant -> the export command's JSON line. XS is exported by docs/onnx.md's command as the page shows it
+    (a checkpoint, no data named: the bundled sample's crops check it); the others with experiment=demo."""
     folder = onnx_root / "exported"
 
     def export(variant: str) -> dict:
+        module = "convnextpose_eval.export"
         if variant == "XS":
-            args = ("variant=XS", f"ckpt_path={sample_checkpoints / 'ConvNeXtPose_XS.tar'}", f"export.path={folder / 'ConvNeXtPose_XS.onnx'}")
+            command = "python -m convnextpose_eval.export variant=XS ckpt_path=ConvNeXtPose_XS.tar export.path=ConvNeXtPose_XS.onnx"
+            words = page_command(command, {"ConvNeXtPose_XS.tar": sample_checkpoints / "ConvNeXtPose_XS.tar",
+                                           "ConvNeXtPose_XS.onnx": folder / "ConvNeXtPose_XS.onnx"})  # fmt: skip
+            module, args = words[2], tuple(words[3:])
         else:
             args = ("experiment=demo", f"variant={variant}", f"export.path={folder}")
-        done = run_cli(onnx_root, *args, module="convnextpose_eval.export")
+        done = run_cli(onnx_root, *args, module=module)
         assert done.returncode == 0, done.describe()
         return {**json.loads(done.stdout.strip().splitlines()[-1]), "stdout": done.stdout}
 

@@ -1,7 +1,7 @@
 """The bundled synthetic sample: format, geometry, drawing, counts, checkpoints, determinism, atomicity.
 
 Facts are recomputed here from the written files (plain numpy, plain JSON) and
-from REFERENCE.md, not from the generator's own helpers.
+from docs/protocol.md, not from the generator's own helpers.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from convnextpose_eval.sample import generator as sample
 FILE_NAME = re.compile(r"^(s_(\d{2})_act_(\d{2})_subact_(\d{2})_ca_(\d{2}))/\1_(\d{6})\.jpg$")
 SUBJECTS = (1, 9, 11)
 PROTOCOLS = {1: {11}, 2: {9, 11}}
-# REFERENCE.md sections 1-2: epoch stored in each released file; M and L name head layers 0/1/2.
+# docs/protocol.md, "The four architectures" and "Checkpoints": epoch stored in each released file; M and L name head layers 0/1/2.
 EPOCHS = {"XS": 68, "S": 67, "M": 70, "L": 83}
 LEGACY = {"M", "L"}
 BONE_PAIRS = [(0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (5, 6), (11, 12), (12, 13), (14, 15), (15, 16)]

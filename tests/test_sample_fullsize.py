@@ -20,7 +20,7 @@ from convnextpose_eval.sample import fullsize
 from convnextpose_eval.sample.generator import MARKER
 
 COUNT = 120
-# REFERENCE.md section 4: the real protocol-2 test set.
+# docs/protocol.md, "The test set": the real protocol-2 test set.
 REAL_PROTOCOL_2_IMAGES = 8695
 
 

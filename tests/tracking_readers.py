@@ -1,6 +1,6 @@
 """What a tracked run logged, read back with each library's own reader, and what it should have logged.
 
-The expected names are built here by walking results.json's blocks (INTERFACE.md "Tracking": every figure
+The expected names are built here by walking results.json's blocks (docs/tracking.md, "Tracking": every figure
 under a name that contains its results.json key), not with the project's own naming code.
 """
 

@@ -19,6 +19,12 @@ from .schema import EvalConfig
 _NAME_WIDTH = 34
 
 
+def described_settings() -> list[tuple[str, str, bool]]:
+    """(dotted name, one-line doc, is_section) of every setting in schema order: what the docs site's
+    configuration page is generated from, so it says what ``--help`` says."""
+    return list(schema_fields(EvalConfig))
+
+
 def _shown(cfg: DictConfig, name: str) -> str:
     """The setting's value in ``cfg`` as a command line would write it; ``???`` when it must be given."""
     try:

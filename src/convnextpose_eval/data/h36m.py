@@ -217,7 +217,7 @@ def _read_camera(path: Path, cameras: Any, cam_idx: str, needed_by: str) -> _Cam
 
 
 def _gt_box(path: Path, ann: dict[str, Any], image_id: int, width: int, height: int) -> np.ndarray | None:
-    """The square, enlarged crop box of an annotation (REFERENCE.md section 3), or None for an empty box, which is skipped."""
+    """The square, enlarged crop box of an annotation (docs/protocol.md, "From image to network input"), or None for an empty box, which is skipped."""
     what = f"annotation {ann.get('id')} (image {image_id})"
     raw = _field(path, ann, "bbox", what)
     box = _numbers(path, raw, (4,), f"{what}: bbox")

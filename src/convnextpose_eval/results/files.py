@@ -1,4 +1,4 @@
-"""Names of the files a run and a sweep write (INTERFACE.md), in one place."""
+"""Names of the files a run and a sweep write (docs/results-format.md), in one place."""
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.json"

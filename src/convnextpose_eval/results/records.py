@@ -1,4 +1,4 @@
-"""Typed records of one evaluation, and their JSON form (``results.json``, INTERFACE.md)."""
+"""Typed records of one evaluation, and their JSON form (``results.json``, docs/results-format.md)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class RunResults:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_json(self) -> dict[str, Any]:
-        """The ``results.json`` object (key names are the contract in INTERFACE.md)."""
+        """The ``results.json`` object (key names are the contract in docs/results-format.md)."""
         s = self.settings
         comparison = compare_to_paper(self.scores.metrics, s.paper, s.protocol, s.bands)
         return {

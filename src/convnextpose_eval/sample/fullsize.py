@@ -1,7 +1,7 @@
 """``python -m convnextpose_eval.sample.fullsize OUT [--images 8695] [--sample DIR]``: a synthetic test set of real size.
 
 Why: the data path's speed (crop store, workers, page cache) only shows at the
-size of the real protocol-2 test set, 8,695 images (REFERENCE.md section 4),
+size of the real protocol-2 test set, 8,695 images (docs/protocol.md, "The test set"),
 and the bundled sample has 50. This grows the sample to any size without
 rendering anything: each test image of the sample (subjects 9 and 11, a box
 both box sources keep) is used again and again under new file names, as hard
@@ -41,7 +41,7 @@ from .generator import (
     generate_sample,
 )
 
-# REFERENCE.md section 4: the real protocol-2 test set.
+# docs/protocol.md, "The test set": the real protocol-2 test set.
 FULL_TEST_SET_IMAGES = 8695
 SUBJECTS = PROTOCOL_SUBJECTS[2]
 BBOX_ROOT_FILE = Path("bbox_root") / "bbox_root_human36m_output.json"

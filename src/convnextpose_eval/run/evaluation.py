@@ -32,6 +32,7 @@ from ..config.compose import as_plain, variant_table
 from ..config.schema import SAMPLE_MARKER, Accelerator, Backend, EvalConfig, Strategy
 from ..data.datamodule import H36MDataModule
 from ..model.evaluator import PoseEvaluator
+from ..report.html import run_page_files
 from ..report.summary import format_summary, oracle_verdict
 from ..results.files import FAILURE_FILE, RESULTS_FILE, TRACEBACK_FILE
 from ..results.records import TOOL_NAME, InferenceSettings, RunSettings
@@ -293,8 +294,9 @@ def evaluate(settings: EvalConfig, output_dir: Path, config_sha256: str | None =
         return datamodules[input_size]
 
     module = build_evaluator(settings, check_crops=lambda arch: check_crops_from(datamodule_for(arch.input_size)))
-    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant, config_sha256),
-                           inference_settings(settings, module.describe_backend()))  # fmt: skip
+    record = run_settings(settings, module.detected_variant, config_sha256)
+    writer = ResultsWriter(output_dir, record, inference_settings(settings, module.describe_backend()),
+                           extra_files=run_page_files(record.bands), worst_frames=settings.report.worst_frames)  # fmt: skip
     datamodule = datamodule_for(module.arch.input_size)
     trainer = build_trainer(settings, [writer, tracker])
     try:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 TOLERANCE_MM = 1e-6
 README = PROJECT_ROOT / "README.md"
-RUN_FILES = [".convnextpose_eval.lock", ".hydra", "predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
+RUN_FILES = [".convnextpose_eval.lock", ".hydra", "predictions.json", "report.html", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 def read(path: Path) -> dict:

@@ -40,6 +40,7 @@
   function fmt(v, digits) { return isNum(v) ? v.toFixed(digits === undefined ? 2 : digits) : "-"; }
   function signed(v, digits) { return isNum(v) ? (v >= 0 ? "+" : "") + v.toFixed(digits === undefined ? 2 : digits) : "-"; }
   function interval(ci) { return ci && isNum(ci[0]) ? "[" + signed(ci[0]) + ", " + signed(ci[1]) + "]" : "-"; }
+  function withInterval(d) { return d && isNum(d.value) ? signed(d.value, 3) + " " + interval(d.ci95) : "-"; }
   function mb(bytes) { return isNum(bytes) ? (bytes / 1e6).toFixed(2) : "-"; }
   function bandClass(band) { return band ? "band-" + String(band).toLowerCase().replace(/[^a-z]+/g, "-") : ""; }
   function section(title, id, children) {
@@ -270,7 +271,8 @@
       if (isNum(p.ylo) && isNum(p.yhi)) svg.appendChild(sv("line", { x1: X(p.x), x2: X(p.x), y1: Y(p.ylo), y2: Y(p.yhi), stroke: colour, "stroke-width": 1.3 }));
       svg.appendChild(sv("circle", { class: "point", cx: X(p.x), cy: Y(p.y), r: 5, fill: colour, stroke: "#222", "stroke-width": 0.7 },
         sv("title", { text: p.label + ": " + fmt(p.x) + ", " + fmt(p.y) })));
-      svg.appendChild(sv("text", { x: X(p.x) + 8, y: Y(p.y) - 6, text: p.label }));
+      // Labels alternate above and below their points, so that neighbours do not overwrite each other.
+      svg.appendChild(sv("text", { x: X(p.x) + 8, y: Y(p.y) + (i % 2 ? 15 : -7), text: p.label }));
     });
     svg.appendChild(sv("line", { x1: left, x2: left, y1: top, y2: height - bottom, stroke: "#5f6368" }));
     svg.appendChild(sv("line", { x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, stroke: "#5f6368" }));
@@ -705,14 +707,15 @@
     ]));
     append(root, section("Every format", "formats", [el("div", { class: "scroll" }, sortableTable([
       { key: "format", label: "format", text: true },
-      { key: "status", label: "status", text: true, format: function (v, r) { return v === "ok" ? "ok" : el("span", { class: "failed", text: v + (r.reason ? ": " + r.reason : "") }); } },
+      { key: "status", label: "status", text: true, format: function (v) { return v === "ok" ? "ok" : el("span", { class: "failed", text: v }); } },
+      { key: "reason", label: "why not built", text: true, format: function (v) { return v ? el("span", { class: "failed reason", text: v }) : ""; } },
       { key: "size_bytes", label: "size (MB)", format: function (v) { return mb(v); } },
       { key: "mpjpe", label: "MPJPE", sort: function (r) { return (r.metrics || {}).mpjpe; }, format: function (v, r) { return fmt((r.metrics || {}).mpjpe); } },
       { key: "pa_mpjpe", label: "PA-MPJPE", sort: function (r) { return (r.metrics || {}).pa_mpjpe; }, format: function (v, r) { return fmt((r.metrics || {}).pa_mpjpe); } },
       { key: "d_mpjpe", label: "MPJPE - ref. [95%]", sort: function (r) { return ((r.difference || {}).mpjpe || {}).value; },
-        format: function (v, r) { var d = (r.difference || {}).mpjpe || {}; return signed(d.value, 3) + " " + interval(d.ci95); } },
+        format: function (v, r) { return withInterval((r.difference || {}).mpjpe); } },
       { key: "d_pa", label: "PA-MPJPE - ref. [95%]", sort: function (r) { return ((r.difference || {}).pa_mpjpe || {}).value; },
-        format: function (v, r) { var d = (r.difference || {}).pa_mpjpe || {}; return signed(d.value, 3) + " " + interval(d.ci95); } },
+        format: function (v, r) { return withInterval((r.difference || {}).pa_mpjpe); } },
       { key: "p50", label: "p50 (ms)", sort: function (r) { return (r.latency_ms || {}).p50; }, format: function (v, r) { return fmt((r.latency_ms || {}).p50); } },
       { key: "p90", label: "p90 (ms)", sort: function (r) { return (r.latency_ms || {}).p90; }, format: function (v, r) { return fmt((r.latency_ms || {}).p90); } },
       { key: "p99", label: "p99 (ms)", sort: function (r) { return (r.latency_ms || {}).p99; }, format: function (v, r) { return fmt((r.latency_ms || {}).p99); } },

@@ -627,6 +627,7 @@
                        { key: "ci95", label: "95% interval", sort: function (r) { return r.ci95 ? r.ci95[0] : null; }, format: function (v) { return interval(v); } }];
         if (spec[0] === "per_action") columns.push({ key: "num_common", label: "images" });
         children.push(el("h3", { text: spec[2] }));
+        children.push(note("Bars: B - A; whiskers: its 95% interval (none for an action with a single image: nothing to resample)."));
         children.push(el("div", { class: "grid2" }, [
           barChart(rows.map(function (r) { return { label: r.name, value: r.difference, lo: r.ci95 ? r.ci95[0] : null, hi: r.ci95 ? r.ci95[1] : null }; }),
                    { id: prefix + spec[0].replace("_", "-") + "-chart", unit: "B - A, MPJPE (mm); red: B worse, green: B better", signed: true }),

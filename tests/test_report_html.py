@@ -22,7 +22,8 @@ from browser import colour_pixels, distinct_colours, launched_browser, open_page
 from convnextpose_eval.cli.compare import main as compare_main
 from convnextpose_eval.common.errors import ConfigError, EvalError
 from convnextpose_eval.common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
-from convnextpose_eval.report.html import size_bound, run_page, write_deploy_page
+from convnextpose_eval.report.html import markers, run_page, size_bound, weights_record, write_deploy_page
+from convnextpose_eval.results.paper import ORACLE_WARNING, SYNTHETIC_WARNING
 from convnextpose_eval.results.worst_cases import GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, WorstCase
 from convnextpose_eval.run.folder import RunFolder
 
@@ -187,6 +188,26 @@ def test_a_run_page_on_the_whole_test_set_stays_within_the_documented_bound():
     results = {"variant": "L", "protocol": 2, "num_samples": FULL_TEST_SET, "metrics": {"mpjpe": 51.0}, "per_action": {}, "synthetic": False}
     content = run_page(results, predictions, worst)
     assert len(content) <= size_bound(24, FULL_TEST_SET) <= DOCUMENTED_BOUND_BYTES, (len(content), size_bound(24, FULL_TEST_SET))
+
+
+def test_the_top_of_a_page_says_what_was_proven_about_the_weights():
+    """An ONNX file is vouched for only when this run compared it with a checkpoint (INTERFACE.md: source_verified);
+    an oracle run ran no network at all."""
+    onnx = {"path": "/models/x.onnx", "sha256": "ab" * 32, "provider": "cpu", "onnxruntime_version": "1.20.0",
+            "source_checkpoint_file": "ConvNeXtPose_XS.tar", "source_checkpoint_sha256": "cd" * 32}  # fmt: skip
+    unchecked = weights_record({"inference": {"onnx": {**onnx, "source_verified": False}}, "checkpoint": None})
+    assert len(unchecked) == 1 and unchecked[0]["sha256"] == "ab" * 32
+    assert unchecked[0]["proof"].startswith("NOT checked against a checkpoint (the file says it was exported from ConvNeXtPose_XS.tar)")
+    verification = {"checkpoint_sha256": "cd" * 32, "check_images": 8, "max_abs_diff": 1.2e-05, "tolerance": 0.001}
+    checkpoint = {"path": "/ckpt/ConvNeXtPose_XS.tar", "sha256": "cd" * 32, "epoch": 68, "detected_variant": "XS", "key_style": "modern"}
+    checked = weights_record({"inference": {"onnx": {**onnx, "source_verified": True, "verification": verification}}, "checkpoint": checkpoint})
+    assert [record["sha256"] for record in checked] == ["ab" * 32, "cd" * 32]
+    assert "compared with checkpoint ConvNeXtPose_XS.tar" in checked[0]["proof"] and "on 8 test crops" in checked[0]["proof"]
+    assert "1.2e-05 within tolerance 0.001" in checked[0]["proof"]
+    assert "weights_only=True" in checked[1]["proof"] and "released XS architecture" in checked[1]["proof"]
+    [oracle] = weights_record({"oracle": True, "checkpoint": None, "inference": {"backend": "pytorch"}})
+    assert "no network ran" in oracle["proof"]
+    assert markers({"oracle": True, "synthetic": True}) == [SYNTHETIC_WARNING, ORACLE_WARNING]
 
 
 def test_a_page_file_of_someone_else_is_not_removed(tmp_path):

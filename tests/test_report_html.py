@@ -210,6 +210,14 @@ def test_the_top_of_a_page_says_what_was_proven_about_the_weights():
     assert markers({"oracle": True, "synthetic": True}) == [SYNTHETIC_WARNING, ORACLE_WARNING]
 
 
+@pytest.mark.parametrize("frames", ["-1", "201"])
+def test_the_number_of_worst_frames_is_bounded(compose, frames):
+    from convnextpose_eval.config.checks import checked_config
+
+    with pytest.raises(ConfigError, match=re.escape(f"report.worst_frames={frames}: must be 0 to 200")):
+        checked_config(compose("experiment=demo", "variant=XS", f"report.worst_frames={frames}"))
+
+
 def test_a_page_file_of_someone_else_is_not_removed(tmp_path):
     """report.html is one of the run's files: cleared when this tool wrote it (a results.json of ours beside it), kept
     and refused otherwise."""

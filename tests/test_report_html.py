@@ -22,9 +22,19 @@ from browser import colour_pixels, distinct_colours, launched_browser, open_page
 from convnextpose_eval.cli.compare import main as compare_main
 from convnextpose_eval.common.errors import ConfigError, EvalError
 from convnextpose_eval.common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
-from convnextpose_eval.report.html import markers, run_page, size_bound, weights_record, write_deploy_page
+from convnextpose_eval.report.html import (
+    markers,
+    run_page,
+    size_bound,
+    weights_record,
+    write_deploy_page,
+)
 from convnextpose_eval.results.paper import ORACLE_WARNING, SYNTHETIC_WARNING
-from convnextpose_eval.results.worst_cases import GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, WorstCase
+from convnextpose_eval.results.worst_cases import (
+    GROUND_TRUTH_COLOUR,
+    PREDICTION_COLOUR,
+    WorstCase,
+)
 from convnextpose_eval.run.folder import RunFolder
 
 SAMPLE_P1 = 23  # test images of the sample on protocol 1 (S11)

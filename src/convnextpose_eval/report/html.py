@@ -24,7 +24,13 @@ from ..common.atomic import atomic_write_bytes
 from ..common.errors import EvalError, one_line
 from ..common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES, SKELETON
 from ..results.files import REPORT_HTML
-from ..results.paper import FALLBACK_BAND, HEADLINE_METRIC, ORACLE_WARNING, PAPER_KEY, SYNTHETIC_WARNING
+from ..results.paper import (
+    FALLBACK_BAND,
+    HEADLINE_METRIC,
+    ORACLE_WARNING,
+    PAPER_KEY,
+    SYNTHETIC_WARNING,
+)
 from ..results.worst_cases import GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, WorstCase
 from ..results.writer import ExtraFiles
 from .compare import Run, group_intervals, most_changed_images

@@ -21,9 +21,9 @@ from ..results.paper import (
     ORACLE_WARNING,
     SYNTHETIC_WARNING,
 )
-from .labels import METRIC_LABELS
-from .html import sweep_page
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
+from .html import sweep_page
+from .labels import METRIC_LABELS
 from .summary import num
 from .sweep_plot import plot_sweep
 

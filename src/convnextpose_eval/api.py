@@ -52,6 +52,8 @@ class ReportView:
     def _repr_html_(self) -> str:
         import html
 
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such page (a run of an older version of the tool? run it again to get one)")
         page = self.path.read_text(encoding="utf-8")
         return (f'<iframe title="{html.escape(self.path.name)}" srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
                 f'style="width: 100%; height: {int(self.height)}px; border: 1px solid #ccc"></iframe>')  # fmt: skip

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -32,10 +32,12 @@ from ..results.paper import (
     SYNTHETIC_WARNING,
 )
 from ..results.worst_cases import GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, WorstCase
-from ..results.writer import ExtraFiles
 from .compare import Run, group_intervals, most_changed_images
 from .entries import headline, labels_for, paper_figure
 from .labels import METRIC_LABELS
+
+if TYPE_CHECKING:  # the writer brings Lightning and torch, which a comparison's page does not need
+    from ..results.writer import ExtraFiles
 
 # The deploy command's table of formats (docs/report.md; its writer is the deploy command's).
 DEPLOY_JSON = "deploy_results.json"

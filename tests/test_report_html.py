@@ -373,6 +373,25 @@ def test_the_sweep_page_puts_the_variants_side_by_side_and_links_their_pages(bro
 
 
 @pytest.mark.slow
+def test_a_failed_job_stands_in_the_sweep_page_with_its_reason(browser, sweep_folder, tmp_path):
+    import shutil
+
+    from convnextpose_eval.report.sweep import write_sweep_report
+
+    shutil.copytree(sweep_folder / "0_XS", tmp_path / "0_XS")
+    (tmp_path / "1_S").mkdir()
+    (tmp_path / "1_S" / "failure.json").write_text(json.dumps({"tool": "convnextpose-eval", "variant": "S", "status": "failed",
+                                                              "error": "ConvNeXtPose_S.tar: not a checkpoint"}))  # fmt: skip
+    write_sweep_report(tmp_path)
+    page, problems = opened(browser, tmp_path / "report.html")
+    assert cell_texts(page, "#variants-table", 1) == ["ok, SYNTHETIC", "FAILED: ConvNeXtPose_S.tar: not a checkpoint"]
+    assert page.eval_on_selector_all("#variants-table a", "links => links.map(a => a.getAttribute('href'))") == ["0_XS/report.html"]
+    assert page.locator("#per-action-chart rect.bar").count() == len(ACTION_NAMES), "only the job that ran has bars"
+    assert_quiet(problems, tmp_path)
+    page.close()
+
+
+@pytest.mark.slow
 def test_the_comparison_page_shows_paired_differences_and_the_frames_that_changed_most(browser, comparison_page, demo_sweep_p1):
     a, b = ({entry["image_id"]: entry for entry in read_json(demo_sweep_p1 / job / "predictions.json")} for job in ("0_XS", "3_L"))
     page, problems = opened(browser, comparison_page)

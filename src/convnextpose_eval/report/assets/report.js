@@ -210,7 +210,7 @@
     if (start + bins * step <= hi) bins += 1;
     var counts = new Array(bins).fill(0);
     clean.forEach(function (v) { counts[Math.min(bins - 1, Math.floor((v - start) / step))] += 1; });
-    var most = Math.max.apply(null, counts);
+    var most = Math.max.apply(null, counts) * 1.15; // headroom for the mean and median names
     var x = function (v) { return left + (v - start) / (bins * step) * (width - left - right); };
     var y = function (c) { return height - bottom - c / most * (height - top - bottom); };
     ticksFor(0, most, 4).forEach(function (t) {
@@ -229,7 +229,8 @@
     var mid = clean.length % 2 ? clean[(clean.length - 1) / 2] : (clean[clean.length / 2 - 1] + clean[clean.length / 2]) / 2;
     [{ v: mean, label: "mean " + fmt(mean), colour: "#d62728" }, { v: mid, label: "median " + fmt(mid), colour: "#222" }].forEach(function (m, k) {
       svg.appendChild(sv("line", { x1: x(m.v), x2: x(m.v), y1: top, y2: height - bottom, stroke: m.colour, "stroke-dasharray": "5 3", "stroke-width": 1.5 }));
-      svg.appendChild(sv("text", { x: x(m.v) + 4, y: top + 10 + 13 * k, fill: m.colour, text: m.label }));
+      // Named in the top right corner, clear of the bars.
+      svg.appendChild(sv("text", { x: width - right - 4, y: top + 10 + 13 * k, "text-anchor": "end", fill: m.colour, text: "- - " + m.label }));
     });
     svg.appendChild(sv("line", { x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, stroke: "#5f6368" }));
     svg.appendChild(sv("text", { x: (left + width - right) / 2, y: height - 5, "text-anchor": "middle", fill: "#5f6368",
@@ -464,7 +465,8 @@
       // A table of one figure fits beside its chart; one of every figure goes under it.
       return section(title, id, [el("div", { class: keys.length > 1 ? "" : "grid2" }, [
         el("div", {}, [keys.length > 1 ? metricSelect(keys, labels, chosen, drawChart) : null, holder,
-                       note("Dashed red line: the figure over all images. Click a column's name to sort the table by it.")]),
+                       note("Dashed red line: the figure over all images. Click a column's name to sort the table by it." +
+                            (id === "per-joint" ? " Pelvis is the root every pose is taken relative to: 0 by construction." : ""))]),
         el("div", { class: "scroll" }, sortableTable(columns, rowsIn, { id: id + "-table" })),
       ])]);
     }

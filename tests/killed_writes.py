@@ -17,10 +17,10 @@ from pathlib import Path
 
 from cli import cli_env
 
-from convnextpose_eval.results.files import PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
+from convnextpose_eval.results.files import PREDICTIONS_FILE, REPORT_HTML, RESULTS_FILE, WORST_CASES_PNG
 
 # The order a run writes its files in (results.json last), with the clean run's bytes.
-RUN_FILES = (PREDICTIONS_FILE, WORST_CASES_PNG, RESULTS_FILE)
+RUN_FILES = (PREDICTIONS_FILE, WORST_CASES_PNG, REPORT_HTML, RESULTS_FILE)
 
 _CHILD = """
 import json, signal, sys

@@ -41,7 +41,7 @@ SRUN = ("srun --ntasks-per-node=2 python run_eval.py experiment=demo variant=XS 
         "trainer.devices=2 hydra.run.dir=OUT")
 SLURM_RESUME = ("python run_eval.py -m hydra/launcher=slurm hydra.launcher.partition=debug experiment=demo variant=XS,S "
                 "data.protocol=1 data.num_workers=1 hydra.sweep.dir=SWEEP sweep.resume=true")
-RUN_FILES = [".convnextpose_eval.lock", ".hydra", "predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
+RUN_FILES = [".convnextpose_eval.lock", ".hydra", "predictions.json", "report.html", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 def read(path: Path) -> dict:

@@ -96,7 +96,7 @@ def test_ddp_two_processes_equal_one_process(env_root, single_xs):
     assert yaml.safe_load((folder / "hparams.yaml").read_text())["trainer"]["strategy"] == "ddp"
     predictions = read(out / "predictions.json")
     assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(env_root / "single_xs" / "predictions.json")]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["csv", "predictions.json", "results.json", "run_eval.log", "worst_cases.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["csv", "predictions.json", "report.html", "results.json", "run_eval.log", "worst_cases.png"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

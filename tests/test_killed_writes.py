@@ -26,14 +26,15 @@ SEEDS = range(16)
 
 @pytest.fixture(scope="module")
 def run_files(tmp_path_factory) -> list[tuple[str, Path]]:
-    """A run's three files as the tool writes them: a picture of the sample's size, real JSON documents."""
+    """A run's files as the tool writes them: a picture and a page of the sample's sizes, real JSON documents."""
     import numpy as np
 
     folder = tmp_path_factory.mktemp("clean_files")
     contents = {
         RUN_FILES[0]: b"[" + b",".join(b'{"image_id": %d, "joint_cam": [[0.5, 1.5, 2.5]]}' % i for i in range(600)) + b"]\n",
         RUN_FILES[1]: np.random.default_rng(0).integers(0, 256, 1_400_000, dtype=np.uint8).tobytes(),
-        RUN_FILES[2]: b'{"tool": "%s", "metrics": {"mpjpe": 754.7312}}\n' % TOOL_NAME.encode(),
+        RUN_FILES[2]: b"<!DOCTYPE html>\n" + b"<p>page</p>" * 35_000,
+        RUN_FILES[3]: b'{"tool": "%s", "metrics": {"mpjpe": 754.7312}}\n' % TOOL_NAME.encode(),
     }
     for name, content in contents.items():
         (folder / name).write_bytes(content)

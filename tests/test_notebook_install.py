@@ -1,7 +1,7 @@
 """A user's notebook on an installed copy: ``pip install .`` (not editable) into a fresh environment, then a
 real Jupyter kernel (nbclient + ipykernel) of that environment, started in a folder outside the checkout,
-evaluates the sample through the API and through ``!python -m convnextpose_eval``, shows the summary and
-the worst-cases picture, and runs the console script.
+evaluates the sample through the API and through ``!python -m convnextpose_eval``, shows the summary,
+the worst-cases picture and the run's report.html inline, and runs the console script.
 
 One install and one kernel serve both findings (an installed copy could not evaluate; no notebook use was
 tested) to keep the suite short. The files the runs write are read back here with ``json``.
@@ -10,7 +10,9 @@ tested) to keep the suite short. The files the runs write are read back here wit
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,10 +92,11 @@ def test_installed_copy_evaluates_in_a_notebook_through_the_api_and_the_module(e
         f"!python -m convnextpose_eval {' '.join(SMALL_RUN)} hydra.run.dir={run_cli}",
         "!convnextpose-eval varient=XS",
         "from IPython.display import Image, display\ndisplay(Image(filename=str(result.files['worst_cases.png'])))",
+        "print(result.files['report.html'])\nresult.show()",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     NotebookClient(notebook, timeout=300, kernel_name=KERNEL, resources={"metadata": {"path": str(elsewhere)}}).execute()
-    where, api_cell, to_dict_cell, module_cell, script_cell, picture_cell = (cell["outputs"] for cell in notebook.cells)
+    where, api_cell, to_dict_cell, module_cell, script_cell, picture_cell, page_cell = (cell["outputs"] for cell in notebook.cells)
 
     installed = Path(_stream(where).strip())
     assert installed.is_relative_to(venv), _stream(where)
@@ -123,3 +126,11 @@ def test_installed_copy_evaluates_in_a_notebook_through_the_api_and_the_module(e
     [image] = [out for out in picture_cell if out["output_type"] == "display_data"]
     assert base64.b64decode(image["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (PROJECT_ROOT / "build").exists(), "the install may not build inside the checkout"
+
+    # The run's page: its path in result.files, and the whole page inline (the browser test of the iframe: test_report_html.py).
+    assert _stream(page_cell).strip() == str(run_api / "report.html")
+    [inline] = [out for out in page_cell if out["output_type"] == "execute_result"]
+    frame = inline["data"]["text/html"]
+    assert frame.startswith("<iframe") and 'sandbox="allow-scripts"' in frame
+    srcdoc = html.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))
+    assert srcdoc == (run_api / "report.html").read_text(encoding="utf-8")

@@ -110,6 +110,9 @@ def test_every_variant_scores_as_pytorch(onnx_sweep, demo_sweep_p1, exports):
         assert onnx["sha256"] == exports[variant]["sha256"] and onnx["provider"] == "cpu"
         assert onnx["source_checkpoint_sha256"] == torch_run["checkpoint"]["sha256"]
         assert ours["checkpoint"] is None
+        # The run's page names the ONNX file by its sha256 and says what was (not) proven about it (docs/report.md).
+        page = (onnx_sweep / f"{job}_{variant}" / "report.html").read_text(encoding="utf-8")
+        assert onnx["sha256"] in page and ("NOT checked against a checkpoint" in page) is (not onnx["source_verified"])
         predictions = read(onnx_sweep / f"{job}_{variant}" / "predictions.json")
         assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(demo_sweep_p1 / f"{job}_{variant}" / "predictions.json")]
     report = (onnx_sweep / "BENCHMARK_REPORT.md").read_text()

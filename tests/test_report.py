@@ -18,7 +18,7 @@ from convnextpose_eval.report.entries import DEAD_JOB_ERROR
 from convnextpose_eval.results.paper import compare_to_paper, tolerance_band
 from convnextpose_eval.report.summary import format_summary
 from convnextpose_eval.report.sweep import write_sweep_report
-from convnextpose_eval.results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
+from convnextpose_eval.results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, REPORT_HTML
 
 BANDS = [(1.0, "excellent"), (2.0, "very good"), (5.0, "acceptable")]
 PAPER = {
@@ -317,7 +317,7 @@ def test_callback_fails_the_sweep_after_writing_reports(four_variant_sweep: Path
     with pytest.raises(SystemExit) as raised:
         SweepReport().on_multirun_end(config=sweep_config(four_variant_sweep, BANDS))
     assert raised.value.code == 1
-    for name in (BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG):
+    for name in (BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, REPORT_HTML):
         assert (four_variant_sweep / name).is_file()
     out, err = capsys.readouterr()
     assert str(four_variant_sweep / BENCHMARK_MD) in out

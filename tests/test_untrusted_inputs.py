@@ -327,7 +327,7 @@ def test_a_write_failure_is_one_line_and_the_same_command_then_succeeds(data, tm
     rerun = run_in_process(monkeypatch, tmp_path, *args)
     assert rerun.returncode == 0, rerun.describe()
     assert_same_figures(read_json(out / "results.json"), clean_run)
-    assert _leftovers(out) == ["predictions.json", "results.json", "worst_cases.png"], _leftovers(out)
+    assert _leftovers(out) == ["predictions.json", "report.html", "results.json", "worst_cases.png"], _leftovers(out)
 
 
 # --------------------------------------------------------------------------- sweeps (row 8)
@@ -375,4 +375,4 @@ def test_a_bugs_traceback_goes_with_its_failure_record_when_the_rerun_succeeds(d
     assert "a planted bug" in (out / "traceback.txt").read_text() and _leftovers(out) == ["failure.json", "traceback.txt"]
     rerun = run_in_process(monkeypatch, tmp_path, *args)
     assert rerun.returncode == 0, rerun.describe()
-    assert _leftovers(out) == ["predictions.json", "results.json", "worst_cases.png"], _leftovers(out)
+    assert _leftovers(out) == ["predictions.json", "report.html", "results.json", "worst_cases.png"], _leftovers(out)

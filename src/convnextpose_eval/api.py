@@ -35,10 +35,31 @@ from .config.compose import (
     composition_error,
     sweep_overrides,
 )
-from .results.files import BENCHMARK_JSON, BENCHMARK_MD, RESULTS_FILE
+from .results.files import BENCHMARK_JSON, BENCHMARK_MD, REPORT_HTML, RESULTS_FILE
 
 PathLike = str | os.PathLike[str]
 _SWEEP_FLAGS = ("-m", "--multirun")
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """A report.html shown inline by a notebook: the whole page in a sandboxed iframe (``srcdoc``), so its
+    script runs apart from the notebook's and nothing is fetched (docs/report.md)."""
+
+    path: Path
+    height: int = 900
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such page (a run of an older version of the tool? run it again to get one)")
+        page = self.path.read_text(encoding="utf-8")
+        return (f'<iframe title="{html.escape(self.path.name)}" srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
+                f'style="width: 100%; height: {int(self.height)}px; border: 1px solid #ccc"></iframe>')  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"ReportView({str(self.path)!r})"
 
 
 @dataclass(frozen=True)
@@ -80,8 +101,12 @@ class Results:
 
     @property
     def files(self) -> dict[str, Path]:
-        """The files the run wrote (results.json, predictions.json, worst_cases.png, run_eval.log), by name."""
+        """The files the run wrote (results.json, predictions.json, worst_cases.png, report.html, run_eval.log), by name."""
         return {p.name: p for p in sorted(self.run_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+    def show(self, height: int = 900) -> ReportView:
+        """The run's report.html, displayed inline when it is a notebook cell's value (``result.show()``)."""
+        return ReportView(self.run_dir / REPORT_HTML, height)
 
     def __str__(self) -> str:
         from .report.summary import format_summary
@@ -137,6 +162,10 @@ class SweepResults(Sequence[Results]):
 
     def _repr_markdown_(self) -> str:
         return (self.sweep_dir / BENCHMARK_MD).read_text(encoding="utf-8")
+
+    def show(self, height: int = 900) -> ReportView:
+        """The sweep's report.html, displayed inline when it is a notebook cell's value."""
+        return ReportView(self.sweep_dir / REPORT_HTML, height)
 
 
 def _arguments(overrides: Sequence[str], folder_key: str, folder: PathLike | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""``convnextpose-eval compare RUN_A RUN_B [...]``: the command line of the comparison in ``report/compare.py``."""
+"""``convnextpose-eval compare RUN_A RUN_B [...] [--html [FILE]]``: the command line of the comparison in ``report/compare.py``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..common.atomic import atomic_write_bytes, errno_text
 from ..common.errors import EvalError, one_line
 from ..report.compare import (
     DEFAULT_RESAMPLES,
@@ -17,6 +18,10 @@ from ..report.compare import (
     format_comparison,
     read_run,
 )
+from ..report.html import compare_page
+
+# Where ``--html`` without a file name writes the page (the current folder).
+DEFAULT_HTML = "comparison.html"
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -38,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--md", action="store_true", help="Markdown tables instead of text")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the bootstrap draws (default {DEFAULT_SEED})")
+    parser.add_argument("--html", nargs="?", const=Path(DEFAULT_HTML), type=Path, metavar="FILE",
+                        help=f"also write a self-contained page of the comparison (default file: ./{DEFAULT_HTML}; docs/report.md)")
     parser.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"how many actions and joints to list (default {DEFAULT_TOP})")
     return parser
 
@@ -54,11 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         runs = [read_run(path) for path in args.runs]
         baseline = runs[0]
         comparisons = [(run, compare_runs(baseline, run, args.resamples, args.seed)) for run in runs[1:]]
+        if args.html is not None:
+            if args.html.is_dir():
+                raise CompareError(f"{args.html}: is a folder; give --html a file name, such as {args.html / DEFAULT_HTML}")
+            content = compare_page([(baseline, run, comparison) for run, comparison in comparisons], args.resamples, args.seed)
+            try:
+                atomic_write_bytes(args.html, content)
+            except OSError as exc:
+                raise CompareError(f"{args.html}: could not be written ({errno_text(exc)})") from None
     except EvalError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     texts = [format_comparison(comparison, baseline, run, args.top, args.md) for run, comparison in comparisons]
     print("\n\n".join(texts))
+    if args.html is not None:
+        print(f"page: {args.html}")
     if args.json:
         objects = [comparison for _, comparison in comparisons]
         print(json.dumps(objects[0] if len(objects) == 1 else {"comparisons": objects}))

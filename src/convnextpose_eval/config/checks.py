@@ -21,6 +21,8 @@ from .fields import no_such_setting
 from .schema import PRECISIONS, SAMPLE_MARKER, Backend, EvalConfig, VariantConfig
 
 PROTOCOLS = (1, 2)
+# report.html keeps every worst frame's crop: a bound on the page's size (docs/report.md).
+MAX_WORST_FRAMES = 200
 
 
 def quoted_value(value: str) -> str:
@@ -136,6 +138,8 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     _require(settings.bench.repeats >= 1, f"bench.repeats={settings.bench.repeats}: must be at least 1")
     _require(settings.export.opset >= 7, f"export.opset={settings.export.opset}: ONNX opsets start at 7")
     _check_bands(settings.report.tolerance_bands)
+    _require(0 <= settings.report.worst_frames <= MAX_WORST_FRAMES,
+             f"report.worst_frames={settings.report.worst_frames}: must be 0 to {MAX_WORST_FRAMES} (each adds up to 50 kB to report.html)")  # fmt: skip
     _check_variant(settings.variant, "variant")
     for name, variant in settings.released.items():
         _check_variant(variant, f"released.{name}")

@@ -175,6 +175,7 @@ class CheckpointSourceConfig:
 @dataclass
 class ReportConfig:
     tolerance_bands: List[Any] = setting("[mm, name] pairs rating |ours - paper| (excellent < 1, ...)", factory=list)
+    worst_frames: int = setting("highest-error frames report.html shows with their crop and both skeletons in 2D and 3D", 24)
 
 
 @dataclass

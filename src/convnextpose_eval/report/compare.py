@@ -275,3 +275,29 @@ def format_comparison(comparison: dict[str, Any], a: Run, b: Run, top: int = DEF
         lines += _table(["joint", "A", "B", "B - A"],
                         [[key, _number(e["a"]), _number(e["b"]), _number(e["difference"], True)] for key, e in joints], markdown)  # fmt: skip
     return "\n".join(lines)
+
+
+def group_intervals(a: Run, b: Run, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> dict[str, dict[str, list[float]]]:
+    """Paired bootstrap 95% intervals of B - A (MPJPE, mm) per action and per joint over the common images:
+    each action's images resampled on their own, every joint's column with the same draw of images. A group of
+    one image has no spread to resample, so no interval."""
+    common = common_images(a, b)
+    per_action: dict[str, list[float]] = {}
+    for action in sorted({a.images[i]["action"] for i in common}):
+        ids = [i for i in common if a.images[i]["action"] == action]
+        if len(ids) < 2:
+            continue
+        differences = np.array([[b.images[i][CHANGE_METRIC] - a.images[i][CHANGE_METRIC]] for i in ids], dtype=np.float64)
+        (low, high), = paired_bootstrap(differences, resamples, seed)
+        per_action[action] = [float(low), float(high)]
+    joints = np.array([b.images[i]["joint_mpjpe"] for i in common], dtype=np.float64) - np.array(
+        [a.images[i]["joint_mpjpe"] for i in common], dtype=np.float64)  # fmt: skip
+    names = list(a.results.get("per_joint") or {})
+    intervals = paired_bootstrap(joints, resamples, seed) if len(names) == joints.shape[1] and len(common) > 1 else np.empty((0, 2))
+    return {"per_action": per_action, "per_joint": {name: [float(lo), float(hi)] for name, (lo, hi) in zip(names, intervals)}}
+
+
+def most_changed_images(a: Run, b: Run, top: int) -> list[int]:
+    """The ``top`` common images whose MPJPE changed most between the runs (either way), largest first."""
+    common = common_images(a, b)
+    return sorted(common, key=lambda i: -abs(b.images[i][CHANGE_METRIC] - a.images[i][CHANGE_METRIC]))[:top]

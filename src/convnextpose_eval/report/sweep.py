@@ -1,4 +1,4 @@
-"""Gather every job folder of a sweep into ``benchmark_results.json`` and ``BENCHMARK_REPORT.md`` (and the PNG)."""
+"""Gather every job folder of a sweep into ``benchmark_results.json``, ``BENCHMARK_REPORT.md``, the PNG and ``report.html``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..results.files import (
     BENCHMARK_MD,
     BENCHMARK_PNG,
     MLFLOW_STORE_DIR,
+    REPORT_HTML,
 )
 from ..results.paper import (
     FALLBACK_BAND,
@@ -21,6 +22,7 @@ from ..results.paper import (
     SYNTHETIC_WARNING,
 )
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
+from .html import sweep_page
 from .labels import METRIC_LABELS
 from .summary import num
 from .sweep_plot import plot_sweep
@@ -41,7 +43,7 @@ def write_sweep_report(
     since_ns: int | None = None,
     papers: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Gather the sweep's job folders and write the JSON, Markdown and PNG reports into the sweep folder.
+    """Gather the sweep's job folders and write the JSON, Markdown, PNG and HTML reports into the sweep folder.
 
     With ``bands`` the comparisons are recomputed with them; without, each job's stored comparison is used.
     With ``since_ns`` only jobs started at or after it count (a reused sweep folder keeps older job folders).
@@ -65,6 +67,7 @@ def write_sweep_report(
     atomic_write_json(sweep_dir / BENCHMARK_JSON, aggregate)
     atomic_write_text(sweep_dir / BENCHMARK_MD, _markdown(aggregate, sweep_dir, bands))
     atomic_write_bytes(sweep_dir / BENCHMARK_PNG, plot_sweep(aggregate))
+    atomic_write_bytes(sweep_dir / REPORT_HTML, sweep_page(aggregate, sweep_dir))
     return aggregate
 
 

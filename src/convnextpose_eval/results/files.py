@@ -6,6 +6,8 @@ FAILURE_FILE = "failure.json"
 # Beside failure.json when the failure was a bug: the traceback, for the report a user files.
 TRACEBACK_FILE = "traceback.txt"
 WORST_CASES_PNG = "worst_cases.png"
+# The run's self-contained page (docs/report.md); a sweep folder and a deploy folder hold one too.
+REPORT_HTML = "report.html"
 BENCHMARK_JSON = "benchmark_results.json"
 BENCHMARK_MD = "BENCHMARK_REPORT.md"
 BENCHMARK_PNG = "benchmark_comparison.png"

@@ -57,6 +57,8 @@ class WorstCase:
     image_id: int
     action: str
     error_mm: float
+    # Root-relative ground truth in mm (17, 3), for views that show the pose in 3D (the run's page).
+    gt_cam: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         crop = self.crop
@@ -74,6 +76,8 @@ class WorstCase:
                     f"worst case image {self.image_id}: {name} must be {_NUM_JOINTS} finite (x, y) pairs, "
                     f"got shape {joints.shape}"
                 )
+        if self.gt_cam is not None and (np.shape(self.gt_cam) != (_NUM_JOINTS, 3) or not np.isfinite(self.gt_cam).all()):
+            raise WorstCaseError(f"worst case image {self.image_id}: gt_cam must be {_NUM_JOINTS} finite (x, y, z) joints, got shape {np.shape(self.gt_cam)}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The Lightning callback that scores every test batch once and writes the run's files on global rank 0.
 
 Results flow one way: the evaluator's ``test_step`` returns predictions, this callback turns them into
-metrics and records, makes every file's bytes, then writes ``predictions.json``, ``worst_cases.png`` and
+metrics and records, makes every file's bytes, then writes ``predictions.json``, ``worst_cases.png``, the
+files a caller adds (``extra_files``: the run's ``report.html``, made by a later room of the package) and
 ``results.json`` atomically, announced by a manifest of their SHA-256 (so the next run can recognise
 what a killed one left), and hands the records back to the caller. Under spawned DDP the writing rank is a child process: the results travel back to the
 launching process through ``trainer.callback_metrics``, which Lightning returns from rank 0 by design.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +40,23 @@ from .records import (
 from .worst_cases import WorstCase, render_worst_cases, run_caption
 
 RESULTS_METRIC_KEY = "convnextpose_eval/results_json"
+# The panels of worst_cases.png.
 WORST_CASES = 12
+# Files a run adds to its set, made from (results.json's object, predictions.json's entries, the worst
+# frames, worst first, with their crops and ground truth in 3D): {file name: bytes}.
+ExtraFiles = Callable[[dict[str, Any], list[dict[str, Any]], Sequence[WorstCase]], dict[str, bytes]]
 
 
 class ResultsWriter(pl.Callback):
     """Scores the outputs of every test step; on global rank 0 writes the files and keeps :attr:`results`."""
 
-    def __init__(self, output_dir: Path, settings: RunSettings, inference: InferenceSettings) -> None:
+    def __init__(self, output_dir: Path, settings: RunSettings, inference: InferenceSettings,
+                 extra_files: ExtraFiles | None = None, worst_frames: int = WORST_CASES) -> None:  # fmt: skip
         self.output_dir = Path(output_dir)
         self.settings = settings
         self.inference = inference
+        self.extra_files = extra_files
+        self.worst_frames = worst_frames
         self.metrics = PoseMetrics(len(ACTION_NAMES), len(TEST_SUBJECTS), EVAL_JOINTS)
         self.cache_hits = SumMetric()
         self.cache_misses = SumMetric()
@@ -77,6 +86,7 @@ class ResultsWriter(pl.Callback):
         # One device-to-host copy per field and batch, not per image.
         columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "subject", "pred_xy", "gt_xy")}
         joints = pred_rel[:, list(EVAL_JOINTS)].tolist()
+        truth = gt_rel[:, list(EVAL_JOINTS)].tolist()
         for i, index in enumerate(columns["index"]):
             # Each image's own figures (the terms results.json's means are made of), for paired comparisons.
             scores = {name: values[i] for name, values in zip(METRIC_NAMES, per_image)}
@@ -84,7 +94,7 @@ class ResultsWriter(pl.Callback):
                                "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i],
                                "action": ACTION_NAMES[columns["action"][i]], "subject": f"S{columns['subject'][i]}",
                                **scores, "joint_mpjpe": joint_mpjpe[i],
-                               _PRIVATE: {"pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i]}})  # fmt: skip
+                               _PRIVATE: {"pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i], "gt_cam": truth[i]}})  # fmt: skip
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scores = self._scores()
@@ -107,8 +117,12 @@ class ResultsWriter(pl.Callback):
             ).to_json()
             predictions = [{k: v for k, v in row.items() if k not in ("index", _PRIVATE)} for row in rows]
             files = [(PREDICTIONS_FILE, json_bytes(predictions))]
-            if rows:
-                files.append((WORST_CASES_PNG, render_worst_cases(_worst_cases(rows, trainer), run_caption(results))))
+            # One read of the worst crops serves the picture and the extra files.
+            worst = _worst_cases(rows, trainer, max(WORST_CASES, self.worst_frames if self.extra_files else 0)) if rows else []
+            if worst:
+                files.append((WORST_CASES_PNG, render_worst_cases(worst[:WORST_CASES], run_caption(results))))
+            if self.extra_files is not None:
+                files.extend(self.extra_files(results, predictions, worst[: self.worst_frames]).items())
             files.append((RESULTS_FILE, json_bytes(results)))
             failure = write_results(self.output_dir, files)
             if failure is None:
@@ -178,15 +192,15 @@ def scores_record(computed: PoseScores) -> Scores:
     )
 
 
-def _worst_cases(rows: list[dict[str, Any]], trainer: pl.Trainer) -> list[WorstCase]:
-    """The highest-MPJPE images with their crops, re-read from the test set (the crop store makes that cheap)."""
+def _worst_cases(rows: list[dict[str, Any]], trainer: pl.Trainer, count: int) -> list[WorstCase]:
+    """The ``count`` highest-MPJPE images with their crops, re-read from the test set (the crop store makes that cheap)."""
     dataset = trainer.datamodule.dataset
-    worst = sorted(rows, key=lambda row: -row["mpjpe"])[:WORST_CASES]
+    worst = sorted(rows, key=lambda row: -row["mpjpe"])[:count]
     cases = []
     for row in worst:
         extra = row[_PRIVATE]
         crop = dataset[row["index"]]["image"].permute(1, 2, 0).numpy()
         cases.append(WorstCase(crop=crop, pred_xy=np.asarray(extra["pred_xy"]), gt_xy=np.asarray(extra["gt_xy"]),
                                image_id=int(row["image_id"]), action=row["action"],
-                               error_mm=float(row["mpjpe"])))  # fmt: skip
+                               error_mm=float(row["mpjpe"]), gt_cam=np.asarray(extra["gt_cam"])))  # fmt: skip
     return cases

@@ -27,6 +27,7 @@ from ..config.compose import as_plain, variant_table
 from ..config.schema import SAMPLE_MARKER, Accelerator, EvalConfig, Strategy
 from ..data.datamodule import H36MDataModule
 from ..model.evaluator import PoseEvaluator
+from ..report.html import run_page_files
 from ..report.summary import format_summary, oracle_verdict
 from ..results.files import RESULTS_FILE
 from ..results.records import InferenceSettings, RunSettings
@@ -213,8 +214,9 @@ def evaluate(plan: RunPlan, output_dir: Path, config_sha256: str | None = None) 
         return datamodules[input_size]
 
     module = build_evaluator(plan, check_crops=lambda arch: check_crops_from(datamodule_for(arch.input_size)))
-    writer = ResultsWriter(output_dir, run_settings(settings, module.detected_variant, config_sha256),
-                           inference_settings(settings, module.describe_engine()))  # fmt: skip
+    record = run_settings(settings, module.detected_variant, config_sha256)
+    writer = ResultsWriter(output_dir, record, inference_settings(settings, module.describe_engine()),
+                           extra_files=run_page_files(record.bands), worst_frames=settings.report.worst_frames)  # fmt: skip
     datamodule = datamodule_for(module.arch.input_size)
     trainer = build_trainer(settings, [writer, tracker], plan.launch)
     try:

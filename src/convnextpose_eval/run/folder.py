@@ -15,6 +15,7 @@ from ..results.files import (
     FAILURE_FILE,
     PENDING_FILE,
     PREDICTIONS_FILE,
+    REPORT_HTML,
     RESULTS_FILE,
     TRACEBACK_FILE,
     WORST_CASES_PNG,
@@ -70,11 +71,11 @@ class RunFolder:
 
 
 # Every file a run writes into its folder under a fixed name (traceback.txt goes with its failure.json).
-OUR_FILES = (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE, WORST_CASES_PNG)
+OUR_FILES = (RESULTS_FILE, PREDICTIONS_FILE, FAILURE_FILE, WORST_CASES_PNG, REPORT_HTML)
 
 
 def _written_by_us(path: Path) -> bool:
-    """Our JSON files carry ``"tool": "convnextpose-eval"`` (predictions.json and the picture: in a sibling
+    """Our JSON files carry ``"tool": "convnextpose-eval"`` (predictions.json, the picture and the page: in a sibling
     results or failure file). What a killed run left is recognised instead by the content its manifest announced."""
     if path.suffix == ".json" and path.name != PREDICTIONS_FILE:
         try:

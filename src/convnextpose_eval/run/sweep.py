@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ..report.sweep import write_sweep_report
-from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG
+from ..results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, REPORT_HTML
 
 SWEEP_START_FILE = ".sweep_started"
 
@@ -27,7 +27,7 @@ class CallbackExit(SystemExit):
 
 
 def report_sweep(sweep_dir: Path, config: DictConfig) -> dict[str, Any]:
-    """Write the sweep's three reports covering the jobs this sweep started (see :class:`SweepReport`)."""
+    """Write the sweep's reports covering the jobs this sweep started (see :class:`SweepReport`)."""
     bands = OmegaConf.select(config, "report.tolerance_bands", default=None)
     papers = {str(name): OmegaConf.to_container(node.paper) if node.get("paper") is not None else {}
               for name, node in (OmegaConf.select(config, "released", default=None) or {}).items()}  # fmt: skip
@@ -60,7 +60,7 @@ class SweepReport(Callback):
             print(reason, file=sys.stderr)
             raise CallbackExit(1, reason) from exc
         print("Sweep report:")
-        for name in (BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG):
+        for name in (BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, REPORT_HTML):
             print(f"  {sweep_dir / name}")
         entries = aggregate["entries"]
         failed = [e for e in entries if e["status"] != "ok"]

@@ -87,7 +87,7 @@ def comparison_page(demo_sweep_p1, tmp_path_factory) -> Path:
 
 
 def deploy_fixture() -> dict:
-    """A deploy_results.json as the deploy command writes it (INTERFACE.md's shape, every field), figures made up."""
+    """A deploy_results.json as the deploy command writes it (the shape docs/deployment.md gives, every field), figures made up."""
 
     def built(name: str, size: int, mpjpe: float, pa: float, diff: float, ci: tuple[float, float], p50: float, ips: float) -> dict:
         return {"format": name, "status": "ok", "reason": None, "size_bytes": size,
@@ -201,7 +201,7 @@ def test_a_run_page_on_the_whole_test_set_stays_within_the_documented_bound():
 
 
 def test_the_top_of_a_page_says_what_was_proven_about_the_weights():
-    """An ONNX file is vouched for only when this run compared it with a checkpoint (INTERFACE.md: source_verified);
+    """An ONNX file is vouched for only when this run compared it with a checkpoint (docs/onnx.md: source_verified);
     an oracle run ran no network at all."""
     onnx = {"path": "/models/x.onnx", "sha256": "ab" * 32, "provider": "cpu", "onnxruntime_version": "1.20.0",
             "source_checkpoint_file": "ConvNeXtPose_XS.tar", "source_checkpoint_sha256": "cd" * 32}  # fmt: skip

@@ -14,12 +14,14 @@ from ..results.files import (
     BENCHMARK_PNG,
     MLFLOW_STORE_DIR,
 )
+from ..results.contract import schema_version
 from ..results.paper import (
     FALLBACK_BAND,
     HEADLINE_METRIC,
     ORACLE_WARNING,
     SYNTHETIC_WARNING,
 )
+from ..results.records import TOOL_NAME
 from .labels import METRIC_LABELS
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
 from .summary import num
@@ -56,6 +58,8 @@ def write_sweep_report(
     ok = [e for e in entries if e["status"] == "ok"]
     protocols = {e["protocol"] for e in entries if e.get("protocol") is not None}
     aggregate = {
+        "tool": TOOL_NAME,
+        "schema_version": schema_version(BENCHMARK_JSON),
         "synthetic": any(e["results"].get("synthetic") for e in ok),
         "oracle": any(e["results"].get("oracle") for e in ok),
         # One protocol for the whole sweep, or None when the jobs mixed them (each entry carries its own).

@@ -436,7 +436,7 @@ def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False
         if owner:
             folder.acquire()
         if settings.sweep.resume:
-            kept, why = kept_results(settings, output_dir, digest)
+            kept, why = kept_results(settings, output_dir, digest, resolve_backend(settings))
             log.info(f"sweep.resume: {'kept' if kept else 'running'} {output_dir.name}: {why}")
             if kept is not None:
                 return kept if owner else None

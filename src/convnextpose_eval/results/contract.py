@@ -70,9 +70,11 @@ def check(content: Any, file_name: str, where: str | os.PathLike[str]) -> None:
     """Raise ContractError (naming ``where`` and the first failing JSON path) unless ``content`` fits ``file_name``'s schema."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(_validator(file_name).iter_errors(content))
-    if error is None:
+    errors = list(_validator(file_name).iter_errors(content))
+    if not errors:
         return
+    # The first failing place in the file (list positions in order), described by its most telling error.
+    error = best_match([min(errors, key=lambda e: [(0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in e.absolute_path])])
     message = " ".join(error.message.split())
     if len(message) > _SHOWN_CHARS:
         message = message[: _SHOWN_CHARS - 3] + "..."

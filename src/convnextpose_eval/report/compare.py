@@ -7,6 +7,10 @@ refused). Every figure's difference is B - A; where both runs scored exactly the
 read from the two results.json files, otherwise they are the means over the common images. The 95% interval
 of a difference is a paired bootstrap over images: the per-image figures each run wrote to predictions.json
 are resampled together (seeded), so the spread of the images common to both runs cancels.
+
+Each run folder is re-proven first (docs/results-contract.md): both files are read through the guarded
+reader and checked against their schemas, and results.json's figures must be the means of predictions.json's
+per-image figures; anything else is refused in one line.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ from typing import Any
 
 from ..common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
+from ..results.contract import schema_version
 from ..results.files import (
     BENCHMARK_JSON,
     BENCHMARK_MD,
     BENCHMARK_PNG,
     MLFLOW_STORE_DIR,
 )
-from ..results.contract import schema_version
 from ..results.paper import (
     FALLBACK_BAND,
     HEADLINE_METRIC,
@@ -22,8 +22,8 @@ from ..results.paper import (
     SYNTHETIC_WARNING,
 )
 from ..results.records import TOOL_NAME
-from .labels import METRIC_LABELS
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
+from .labels import METRIC_LABELS
 from .summary import num
 from .sweep_plot import plot_sweep
 

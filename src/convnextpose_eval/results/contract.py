@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ class ContractError(EvalError):
     """A run's file is not what the tool writes: not a regular file, too large, not JSON, or not its schema's shape."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(file_name: str) -> dict[str, Any]:
     """The shipped schema of ``file_name`` (``results.json`` -> ``schemas/results.schema.json``)."""
     stem = file_name.removesuffix(".json")
@@ -50,7 +50,7 @@ def schema_version(file_name: str) -> int:
     return int(schema(file_name)["x-schema-version"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(file_name: str) -> Any:
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
@@ -95,13 +95,18 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTE
         raise ContractError(f"{path}: no such file") from None
     except OSError as exc:
         raise ContractError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ContractError(f"{path}: not a regular file (a {_kind(info.st_mode)}); a run's files are plain files")
         if info.st_size > max_bytes:
             raise ContractError(f"{path}: {info.st_size} bytes, more than the {max_bytes} this reader accepts")
-        data = handle.read(max_bytes + 1)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise ContractError(f"{path}: grew past the {max_bytes} bytes this reader accepts while it was read")
     return data

@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES, EVAL_JOINTS, JOINT_NAMES, ROOT_INDEX, TEST_SUBJECTS
+from ..common.human36m import (
+    ACTION_NAMES,
+    EVAL_JOINT_NAMES,
+    EVAL_JOINTS,
+    JOINT_NAMES,
+    ROOT_INDEX,
+    TEST_SUBJECTS,
+)
 from ..data.h36m import TestIndex
 from ..metrics import METRIC_NAMES, PoseMetrics
 

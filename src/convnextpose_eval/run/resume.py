@@ -25,7 +25,13 @@ from ..common.errors import EvalError, one_line
 from ..config.schema import Backend, EvalConfig
 from ..data.h36m import load_test_index
 from ..data.selection import drop_sequences
-from ..results.contract import DEFAULT_MAX_BYTES, MAX_BYTES, ContractError, load_checked, read_regular
+from ..results.contract import (
+    DEFAULT_MAX_BYTES,
+    MAX_BYTES,
+    ContractError,
+    load_checked,
+    read_regular,
+)
 from ..results.files import PREDICTIONS_FILE, RESULTS_FILE
 from ..results.proof import rescoring_disagreement, totals_disagreement
 

@@ -195,7 +195,6 @@ def bound_mlflow_requests(timeout_s: float) -> None:
 def probe_tracking_server(uri: str, timeout_s: float) -> None:
     """One HTTP request to the server, answered within ``timeout_s`` (any HTTP status will do: it is there),
     so an address where nothing listens or nothing answers is refused in one line before any compute."""
-    import socket
     import urllib.error
     import urllib.request
 
@@ -206,9 +205,9 @@ def probe_tracking_server(uri: str, timeout_s: float) -> None:
             answer.read(1)
     except urllib.error.HTTPError:
         return  # the server answered, if only to refuse this request: MLflow will say what is wrong
-    except (urllib.error.URLError, OSError, socket.timeout, ValueError) as exc:
+    except (TimeoutError, urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, (socket.timeout, TimeoutError)) or time.monotonic() - started >= timeout_s:
+        if isinstance(reason, TimeoutError) or time.monotonic() - started >= timeout_s:
             why = f"no answer within {timeout_s:g} s (logger.connect_timeout_s)"
         else:
             why = f"cannot be reached ({one_line(reason) if isinstance(reason, BaseException) else reason})"

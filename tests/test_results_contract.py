@@ -4,11 +4,13 @@ run, then broken: edited figures, malformed fields, a FIFO, a link to /dev/zero,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import time
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -16,13 +18,6 @@ import numpy as np
 import pytest
 
 from convnextpose_eval.cli.compare import main
-from convnextpose_eval.results.contract import (
-    ContractError,
-    check,
-    load_checked,
-    schema,
-    schema_version,
-)
 
 pytestmark = pytest.mark.slow  # the session's demo sweep (shared with the sweep-report and tracking tests)
 
@@ -32,7 +27,7 @@ SCHEMA_NAMES = ("results.json", "predictions.json", "benchmark_results.json")
 
 def _validate(content, name: str) -> None:
     """Validation by the jsonschema library alone, against the schema file read from the installed package."""
-    folder = Path(__import__("convnextpose_eval.results", fromlist=["x"]).__file__).parent / "schemas"
+    folder = resources.files("convnextpose_eval.results") / "schemas"
     schemas = {n: json.loads((folder / f"{n.removesuffix('.json')}.schema.json").read_text()) for n in SCHEMA_NAMES}
     from referencing import Registry, Resource
 
@@ -42,6 +37,8 @@ def _validate(content, name: str) -> None:
 
 
 def test_every_file_the_demo_sweep_wrote_satisfies_its_schema(demo_sweep_p1):
+    from convnextpose_eval.results.contract import schema
+
     for name in SCHEMA_NAMES:
         assert schema(name)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     benchmark = json.loads((demo_sweep_p1 / "benchmark_results.json").read_text())
@@ -57,7 +54,7 @@ def test_every_file_the_demo_sweep_wrote_satisfies_its_schema(demo_sweep_p1):
         # results.json records every other file the run wrote, by its sha256 (computed here independently).
         assert set(results["files"]) == {"predictions.json", "worst_cases.png"}
         for name, record in results["files"].items():
-            assert record["sha256"] == __import__("hashlib").sha256((demo_sweep_p1 / job / name).read_bytes()).hexdigest()
+            assert record["sha256"] == hashlib.sha256((demo_sweep_p1 / job / name).read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -72,6 +69,8 @@ def test_every_file_the_demo_sweep_wrote_satisfies_its_schema(demo_sweep_p1):
     ],
 )
 def test_hand_made_wrong_files_fail_validation(demo_sweep_p1, name, break_it, where):
+    from convnextpose_eval.results.contract import ContractError, check
+
     content = json.loads((demo_sweep_p1 / "0_XS" / name).read_text())
     check(content, name, "intact")
     break_it(content)
@@ -172,12 +171,16 @@ def test_compare_refuses_a_negative_seed_in_one_line(capsys, demo_sweep_p1):
 
 
 def test_the_schema_versions_agree_with_what_files_carry():
+    from convnextpose_eval.results.contract import schema, schema_version
+
     for name in ("results.json", "benchmark_results.json"):
         assert schema(name)["properties"]["schema_version"]["const"] == schema_version(name)
     assert isinstance(schema_version("predictions.json"), int)
 
 
 def test_reading_the_real_files_through_the_guarded_reader(demo_sweep_p1):
+    from convnextpose_eval.results.contract import load_checked
+
     results = load_checked(demo_sweep_p1 / "2_M" / "results.json")
     predictions = load_checked(demo_sweep_p1 / "2_M" / "predictions.json")
     assert len(predictions) == results["num_samples"] == 23

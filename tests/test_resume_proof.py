@@ -114,6 +114,10 @@ def test_altered_job_folders_are_run_again_saying_why(demo_sweep_p1, tmp_path, j
     assert "not a regular file (a FIFO)" in verdict(fifo)
     assert time.monotonic() - started < 30
 
+    outside = _copy(demo_sweep_p1, tmp_path, "outside")
+    _edit_json(outside / "results.json", lambda r: r["files"].__setitem__("../../etc/passwd", {"sha256": "ab" * 32}))
+    assert "at $.files" in verdict(outside), "a record names files of the run folder only"
+
     malformed = _copy(demo_sweep_p1, tmp_path, "malformed")
     _edit_json(malformed / "results.json", lambda r: r.__setitem__("per_subject", None))
     assert "at $.per_subject" in verdict(malformed)

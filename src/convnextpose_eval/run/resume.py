@@ -94,7 +94,7 @@ def kept_results(settings: EvalConfig, output_dir: Path, digest: str, engine: Ba
         return None, one_line(exc)
     if problem:
         return None, problem
-    return earlier, f"{path} matches this job's config and checkpoint, its files their sha256, and its figures its predictions rescored"
+    return earlier, f"{path} re-proven: this job's config and checkpoint, every file's sha256, its figures rescored from predictions.json"
 
 
 def _files_problem(folder: Path, results: dict[str, Any]) -> str | None:

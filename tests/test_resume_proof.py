@@ -145,7 +145,7 @@ def test_a_resumed_sweep_reruns_an_edited_job_and_reports_its_honest_figures(dem
     assert done.returncode == 0, done.describe()
     said = done.stdout + done.stderr
     lines = [line for line in said.splitlines() if "sweep.resume:" in line]
-    assert len(lines) == 1 and "running 0_XS" in lines[0] and "metrics.mpjpe is 111.0 but the mean of" in lines[0], said
+    assert len(lines) == 1 and "running 0_XS" in lines[0] and "metrics.mpjpe is 111.0000 but the mean of" in lines[0], said
     report = json.loads((sweep / "benchmark_results.json").read_text())
     honest = json.loads((demo_sweep_p1 / "0_XS" / "results.json").read_text())["metrics"]["mpjpe"]
     assert [entry["results"]["metrics"]["mpjpe"] for entry in report["entries"]] == [pytest.approx(honest, abs=1e-9)]

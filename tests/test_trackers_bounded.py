@@ -26,8 +26,9 @@ SLACK_S = 45.0
 def root(eval_root_with_sample) -> Path:
     """A project root on the session's sample, with the libraries a tracked run imports already loaded, so that
     the timings below are of the run, not of the first import of MLflow and Lightning."""
-    import convnextpose_eval.run.evaluation  # noqa: F401
     import mlflow  # noqa: F401
+
+    import convnextpose_eval.run.evaluation  # noqa: F401
 
     return eval_root_with_sample("trackers")
 

@@ -26,7 +26,7 @@ def make_images(count: int, seed: int) -> list[dict]:
         joints[0] = 0.0
         images.append({
             "image_id": 1000 + index, "bbox": [10.0 + index, 20.0, 300.0, 300.0], "root_cam": [1.0, 2.0, 4000.0 + index],
-            "joint_cam": [[0.0, 0.0, 0.0]] * 17, "action": ACTION_NAMES[index % len(ACTION_NAMES)],
+            "joint_cam": [[0.0, 0.0, 0.0]] * 17, "thorax_cam": [0.0, -250.0, 0.0], "action": ACTION_NAMES[index % len(ACTION_NAMES)],
             "subject": "S9" if index % 2 else "S11", "mpjpe": float(joints.mean()), "pa_mpjpe": float(joints.mean() * 0.6),
             "pa_mpjpe_scaled": float(joints.mean() * 0.55), "n_mpjpe": float(joints.mean() * 0.9),
             "pck3d_150": float(rng.uniform(80, 100)), "auc3d": float(rng.uniform(40, 60)), "joint_mpjpe": joints.tolist(),
@@ -51,11 +51,20 @@ def write_run(folder: Path, images: list[dict], protocol: int = 2, use_gt_info: 
         group = [image for image in images if image["subject"] == subject]
         per_subject[subject] = {**(_means(group) if group else dict.fromkeys(METRICS)), "num_samples": len(group)}
     joints = np.mean([image["joint_mpjpe"] for image in images], axis=0)
+    present = [block for block in per_action.values() if block["num_samples"]]
     results = {
-        "tool": "convnextpose-eval", "variant": "L", "protocol": protocol, "num_samples": len(images), "use_gt_info": use_gt_info,
-        "synthetic": synthetic, "oracle": False, "metrics": _means(images), "per_action": per_action, "per_subject": per_subject,
+        "tool": "convnextpose-eval", "schema_version": 1, "variant": "L", "protocol": protocol, "num_samples": len(images),
+        "flip_test": True, "use_gt_info": use_gt_info, "synthetic": synthetic, "oracle": False, "skip_corrupt_s9": False,
+        "dropped_sequences": [], "metrics": _means(images),
+        "action_average": {name: float(np.mean([block[name] for block in present])) for name in METRICS},
+        "per_action": per_action, "per_subject": per_subject,
         "per_joint": {name: {"mpjpe": float(value)} for name, value in zip(EVAL_JOINT_NAMES, joints)},
-        "checkpoint": {"path": f"/ckpt/{checkpoint}", "sha256": "ab" * 32, "epoch": 83}, "inference": {"backend": "pytorch"},
+        "checkpoint": {"path": f"/ckpt/{checkpoint}", "sha256": "ab" * 32, "epoch": 83},
+        "model": {"heatmap_size": 32, "params": 8_000_000, "gflops": 5.0},
+        "inference": {"precision": "32-true", "tf32": False, "channels_last": True, "fold_batchnorm": True, "backend": "pytorch"},
+        "paper": None, "comparison": None, "throughput": {"images_per_s": 10.0, "seconds": 1.0, "device": "cpu"},
+        "crop_cache": {"hits": 0, "misses": len(images)}, "data_root": "/data/h36m", "created": "2026-12-07T00:00:00+00:00",
+        "config_sha256": "cd" * 32, "files": {"predictions.json": {"sha256": "ef" * 32, "schema_version": 1}},
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "predictions.json").write_text(json.dumps(images))
@@ -215,7 +224,7 @@ def test_other_subjects_boxes_and_unreadable_runs_are_refused(capsys, tmp_path):
     cases = {
         only_s11: "subjects S9 S11 vs S11",
         other_boxes: f"image {base[3]['image_id']} has bbox",
-        old: "no per-image mpjpe",
+        old: "predictions.json: not a predictions.json this tool writes (schema version 1): at $[0]",
         tmp_path / "missing": "no such run folder",
     }
     for run_b, reason in cases.items():

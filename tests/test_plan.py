@@ -7,7 +7,6 @@ released architectures from the variant configs, and what the resume rules of th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -17,10 +16,7 @@ from convnextpose_eval.common.errors import ConfigError
 from convnextpose_eval.common.read_once import FILES
 from convnextpose_eval.config.checks import checked_config
 from convnextpose_eval.network import ArchSpec
-from convnextpose_eval.results.files import RESULTS_FILE
-from convnextpose_eval.results.records import TOOL_NAME
 from convnextpose_eval.run.plan import ONNXRUNTIME, PYTORCH, plan_run
-from convnextpose_eval.run.resume import kept_results
 
 
 @pytest.fixture()
@@ -66,25 +62,6 @@ def test_a_command_that_needs_one_engine_refuses_a_setting_asking_for_another(se
 def test_a_mismatched_checkpoint_is_refused_by_the_plan_before_any_data(settings_for, synthetic_sample):
     with pytest.raises(Exception, match=r"ConvNeXtPose_L\.tar holds an L-shaped network .* run with variant=L or variant=auto"):
         plan_run(settings_for("variant=S", f"ckpt_path={synthetic_sample / 'checkpoints' / 'ConvNeXtPose_L.tar'}"))
-
-
-def _results_for(run_dir: Path, digest: str, sha256: str) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESULTS_FILE).write_text(json.dumps({"tool": TOOL_NAME, "config_sha256": digest, "checkpoint": {"sha256": sha256}}))
-
-
-def test_resume_treats_a_default_run_that_lands_on_onnx_runtime_as_an_onnx_run(settings_for, synthetic_sample, tmp_path):
-    """The defect: resume read ``backend`` before it was resolved, so ``backend=auto`` runs on ONNX Runtime
-    were kept as if they were PyTorch runs. Both plans below hold the same checkpoint and results.json."""
-    sha = _sha256(synthetic_sample / "checkpoints" / "ConvNeXtPose_XS.tar")
-    _results_for(tmp_path / "job", "digest", sha)
-    on_pytorch = plan_run(settings_for("variant=XS", "backend=pytorch"), tmp_path / "job")
-    kept, why = kept_results(on_pytorch, "digest")
-    assert kept is not None, why
-    by_default = plan_run(settings_for("variant=XS"), tmp_path / "job")
-    assert by_default.engine == ONNXRUNTIME
-    kept, why = kept_results(by_default, "digest")
-    assert kept is None and "ONNX" in why
 
 
 def test_a_file_is_read_again_only_when_it_changed(tmp_path):

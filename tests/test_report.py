@@ -12,7 +12,7 @@ import pytest
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 
-from convnextpose_eval.common.human36m import ACTION_NAMES
+from convnextpose_eval.common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
 from convnextpose_eval.run.sweep import SweepReport
 from convnextpose_eval.report.entries import DEAD_JOB_ERROR
 from convnextpose_eval.results.paper import compare_to_paper, tolerance_band
@@ -28,6 +28,7 @@ PAPER = {
     "L": {"params_m": 8.38, "gflops": 4.30, "mpjpe_p2": 49.75, "pa_mpjpe_p1": 32.8},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ALL_METRICS = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe", "pck3d_150", "auc3d")
 
 
 def make_results(variant: str, mpjpe: float, pa: float, protocol: int = 2, **extra: Any) -> dict[str, Any]:
@@ -52,6 +53,19 @@ def make_results(variant: str, mpjpe: float, pa: float, protocol: int = 2, **ext
         "throughput": {"images_per_s": 12.3, "seconds": 4.2, "device": "cpu", "devices": 1},
         "crop_cache": {"hits": 0, "misses": 53},
     }  # fmt: skip
+    # The rest of what the results schema requires (docs/results-contract.md), as figures nobody computed.
+    for block in (results["metrics"], *per_action.values()):
+        block.update({name: block.get(name) for name in ALL_METRICS})
+    results.update({
+        "tool": "convnextpose-eval", "schema_version": 1, "skip_corrupt_s9": False, "dropped_sequences": [],
+        "action_average": dict.fromkeys(ALL_METRICS),
+        "per_subject": {"S9": {**dict.fromkeys(ALL_METRICS), "num_samples": 0}, "S11": {**dict.fromkeys(ALL_METRICS), "num_samples": 53}},
+        "per_joint": {name: {"mpjpe": None} for name in EVAL_JOINT_NAMES},
+        "inference": {"precision": "32-true", "tf32": False, "channels_last": True, "fold_batchnorm": True, "backend": "pytorch"},
+        "comparison": None, "data_root": "/data/h36m", "created": "2026-12-07T00:00:00+00:00", "config_sha256": None,
+        "files": {"predictions.json": {"sha256": "ef" * 32, "schema_version": 1}},
+    })  # fmt: skip
+    results["model"]["heatmap_size"] = 32
     results.update(extra)
     return results
 
@@ -277,8 +291,8 @@ def test_unreadable_results_is_a_failure(tmp_path: Path) -> None:
     write_job(sweep, "1", make_results("L", 50.0, 33.0, protocol=3))
     entries = write_sweep_report(sweep, bands=BANDS)["entries"]
     assert [e["status"] for e in entries] == ["failed", "failed"]
-    assert entries[0]["error"].startswith("bad results.json")
-    assert "protocol 3" in entries[1]["error"]
+    assert entries[0]["error"].endswith("results.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))")
+    assert "at $.protocol, 3 is not one of [1, 2]" in entries[1]["error"]
 
 
 def test_failed_job_without_figures_goes_last_without_papers(four_variant_sweep: Path) -> None:

@@ -5,6 +5,7 @@
     result.to_dict()                                              # == <run folder>/results.json
     sweep = evaluate_sweep("experiment=demo", "variant=XS,S")     # one Results per job
 
+Calls from several threads run one after the other (Hydra keeps one configuration state per process).
 A call goes through Hydra as ``convnextpose-eval ARGS`` does: the same up-front check of the overrides,
 the same composition from the shipped configs, run folder, callbacks (output folder check, sweep report)
 and evaluation code (:func:`convnextpose_eval.run.evaluation.evaluate_in_folder`). What differs is only what
@@ -20,6 +21,7 @@ import copy
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +41,10 @@ from .results.files import BENCHMARK_JSON, BENCHMARK_MD, REPORT_HTML, RESULTS_FI
 
 PathLike = str | os.PathLike[str]
 _SWEEP_FLAGS = ("-m", "--multirun")
+# Hydra's configuration state is one per process: calls from several threads take turns.
+_ONE_AT_A_TIME = threading.Lock()
+# The console stays quiet: Lightning's progress bar is off in API runs unless asked for.
+_PROGRESS_BAR = "trainer.progress_bar"
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,8 @@ def _arguments(overrides: Sequence[str], folder_key: str, folder: PathLike | Non
         if override.startswith("-"):
             raise ConfigError(f"{override}: pass settings as key=value; a sweep is evaluate_sweep(...)")
     arguments = quote_home_paths(list(overrides))
+    if not any(override.lstrip("+~").split("=", 1)[0] == _PROGRESS_BAR for override in arguments):
+        arguments.append(f"{_PROGRESS_BAR}=false")
     if folder is not None:
         arguments.append(f"{folder_key}={quoted_value(str(Path(folder).expanduser().absolute()))}")
     return arguments
@@ -291,11 +299,12 @@ def evaluate(*overrides: str, run_dir: PathLike | None = None) -> Results:
     swept = sweep_overrides(arguments)
     if swept:
         raise ConfigError(f"{swept[0]}: several values make a sweep; run it with evaluate_sweep(...)")
-    problem = composition_error(arguments, check_values=True)
-    if problem:
-        raise ConfigError(problem)
-    with _quiet():
-        job = _run_hydra(arguments, multirun=False, task=_task(set()))
+    with _ONE_AT_A_TIME:  # composing uses Hydra's per-process state too
+        problem = composition_error(arguments, check_values=True)
+        if problem:
+            raise ConfigError(problem)
+        with _quiet():
+            job = _run_hydra(arguments, multirun=False, task=_task(set()))
     if job.return_value is None:  # another rank of a torchrun or srun launch: global rank 0 holds the results
         raise ConfigError(f"{job.hydra_cfg.hydra.runtime.output_dir}: this process is not global rank 0 of its launch; rank 0 returns the results")
     return Results.from_run_dir(job.hydra_cfg.hydra.runtime.output_dir)
@@ -309,12 +318,13 @@ def evaluate_sweep(*overrides: str, sweep_dir: PathLike | None = None) -> SweepR
     SweepError says which failed and why; its ``completed`` holds the Results of the others.
     """
     arguments = _arguments(overrides, "hydra.sweep.dir", sweep_dir)
-    problem = composition_error(["-m", *arguments])
-    if problem:
-        raise ConfigError(problem)
     sweep_dirs: set[Path] = set()
-    with _quiet():
-        _run_hydra(arguments, multirun=True, task=_task(sweep_dirs))
+    with _ONE_AT_A_TIME:  # composing uses Hydra's per-process state too
+        problem = composition_error(["-m", *arguments])
+        if problem:
+            raise ConfigError(problem)
+        with _quiet():
+            _run_hydra(arguments, multirun=True, task=_task(sweep_dirs))
     if len(sweep_dirs) != 1:
         raise EvalError(f"the sweep ran {len(sweep_dirs)} sweep folders' jobs in this process; pass sweep_dir= to read one")
     folder = sweep_dirs.pop()

@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(args.runs) < 2:
             raise CompareError("give at least two run folders: RUN_A RUN_B")
-        if args.resamples < 100 or args.top < 0:
-            raise CompareError(f"--resamples must be at least 100 and --top at least 0, got {args.resamples} and {args.top}")
+        if args.resamples < 100 or args.top < 0 or args.seed < 0:
+            raise CompareError(f"--resamples must be at least 100, --top and --seed at least 0; got {args.resamples}, {args.top} and {args.seed}")
         runs = [read_run(path) for path in args.runs]
         baseline = runs[0]
         comparisons = [(run, compare_runs(baseline, run, args.resamples, args.seed)) for run in runs[1:]]

@@ -204,6 +204,7 @@ class LoggerConfig:
     tracking_uri: Optional[str] = setting("mlflow: a tracking server or store URI; null: $MLFLOW_TRACKING_URI, else <run or sweep folder>/mlflow/mlflow.db", None)
     experiment_name: str = setting("mlflow: the experiment the runs are filed under", "convnextpose-eval")
     run_name: Optional[str] = setting("mlflow: the run's name; null: the run folder's name", None)
+    connect_timeout_s: float = setting("mlflow: seconds a tracking server has to answer before the run is refused, before any compute (also bounds MLflow's own requests)", 10.0)
 
 
 @dataclass

@@ -7,12 +7,14 @@ refused). Every figure's difference is B - A; where both runs scored exactly the
 read from the two results.json files, otherwise they are the means over the common images. The 95% interval
 of a difference is a paired bootstrap over images: the per-image figures each run wrote to predictions.json
 are resampled together (seeded), so the spread of the images common to both runs cancels.
+
+Each run folder is re-proven first (docs/results-contract.md): both files are read through the guarded
+reader and checked against their schemas, and results.json's figures must be the means of predictions.json's
+per-image figures; anything else is refused in one line.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import EvalError, one_line
+from ..results.contract import ContractError, load_checked
 from ..results.files import PREDICTIONS_FILE, RESULTS_FILE
 from ..results.paper import ORACLE_WARNING, SYNTHETIC_WARNING
-from ..results.records import TOOL_NAME
+from ..results.proof import totals_disagreement
 from .labels import METRIC_LABELS
 
 DEFAULT_RESAMPLES = 10_000
@@ -66,50 +69,34 @@ class Run:
         return f"ConvNeXtPose-{results.get('variant')}, {weights}, {(results.get('inference') or {}).get('backend', 'pytorch')}"
 
 
-def _read_json(path: Path) -> Any:
+def _read_checked(path: Path, file_name: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise CompareError(f"{path}: no such file; give a run folder (one holding {RESULTS_FILE} and {PREDICTIONS_FILE})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompareError(f"{path}: not readable JSON ({one_line(exc)})") from None
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return load_checked(path, file_name)
+    except ContractError as exc:
+        if not path.exists() and not path.is_symlink():
+            raise CompareError(f"{path}: no such file; give a run folder (one holding {RESULTS_FILE} and {PREDICTIONS_FILE})") from None
+        raise CompareError(one_line(exc)) from None
 
 
 def read_run(path: Path) -> Run:
-    """A run folder (or its results.json), checked: the tool's results, and every image's own figures."""
-    folder = path.parent if path.name == RESULTS_FILE and path.is_file() else path
+    """A run folder (or its results.json), re-proven: both files regular, bounded and of their schemas, and
+    results.json's figures the means of predictions.json's per-image figures (``results/proof.py``)."""
+    folder = path.parent if path.name == RESULTS_FILE and not path.is_dir() else path
     if not folder.is_dir():
         raise CompareError(f"{path}: no such run folder")
     results_path, predictions_path = folder / RESULTS_FILE, folder / PREDICTIONS_FILE
-    results = _read_json(results_path)
-    if not isinstance(results, dict) or results.get("tool") != TOOL_NAME or not isinstance(results.get("metrics"), dict):
-        raise CompareError(f"{results_path}: not a results file of {TOOL_NAME}")
-    metrics = list(results["metrics"])
-    entries = _read_json(predictions_path)
-    if not isinstance(entries, list) or not entries:
-        raise CompareError(f"{predictions_path}: expected a non-empty list of per-image entries")
+    results = _read_checked(results_path, RESULTS_FILE)
+    entries = _read_checked(predictions_path, PREDICTIONS_FILE)
+    if not entries:
+        raise CompareError(f"{predictions_path}: no images; a run that scored none cannot be compared")
     images: dict[int, dict[str, Any]] = {}
     for position, entry in enumerate(entries):
-        where = f"{predictions_path}: entry {position}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("image_id"), int):
-            raise CompareError(f"{where}: no integer image_id")
-        missing = [name for name in (*metrics, "joint_mpjpe", "action") if name not in entry]
-        if missing:
-            raise CompareError(f"{where}: no per-image {', '.join(missing)} (written by an older version of the tool?); "
-                               "rerun the evaluation to compare it")  # fmt: skip
-        joints = entry["joint_mpjpe"]
-        if not all(_finite(entry[name]) for name in metrics) or not (isinstance(joints, list) and all(map(_finite, joints))):
-            raise CompareError(f"{where}: per-image figures must be finite numbers")
         if entry["image_id"] in images:
-            raise CompareError(f"{where}: image {entry['image_id']} appears twice")
+            raise CompareError(f"{predictions_path}: entry {position}: image {entry['image_id']} appears twice")
         images[entry["image_id"]] = entry
-    if len(images) != results.get("num_samples"):
-        raise CompareError(f"{predictions_path}: {len(images)} images, but {results_path} says num_samples {results.get('num_samples')}")
+    problem = totals_disagreement(results, entries)
+    if problem:
+        raise CompareError(f"{results_path}: {problem}; its figures are not those of its own images, so it is not compared")
     return Run(folder, results, images)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from ..common.errors import one_line
+from ..results.contract import ContractError, load_checked, load_json
 from ..results.files import FAILURE_FILE, RESULTS_FILE
 from ..results.paper import HEADLINE_METRIC, PAPER_KEY, compare_to_paper
 
@@ -50,7 +51,8 @@ def read_entry(job_dir: Path, bands: Sequence[tuple[float, str]] | None) -> dict
         entry["error"] = DEAD_JOB_ERROR
         return entry
     try:
-        content = json.loads(source.read_text(encoding="utf-8"))
+        # A results.json is checked against its schema (a kept or copied job folder may hold anything).
+        content = load_checked(source) if source is results_path else load_json(source)
         if source is failure_path:
             entry.update(variant=content.get("variant") or entry["variant"],
                          error=content.get("error") or "failure.json gives no reason")  # fmt: skip
@@ -63,6 +65,9 @@ def read_entry(job_dir: Path, bands: Sequence[tuple[float, str]] | None) -> dict
             if bands is not None
             else content.get("comparison")
         )
+    except ContractError as exc:
+        entry["error"] = one_line(exc)
+        return entry
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         entry["error"] = f"bad {source.name}: {exc}"
         return entry

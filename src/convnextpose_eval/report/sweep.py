@@ -8,6 +8,7 @@ from typing import Any
 
 from ..common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
+from ..results.contract import schema_version
 from ..results.files import (
     BENCHMARK_JSON,
     BENCHMARK_MD,
@@ -21,6 +22,7 @@ from ..results.paper import (
     ORACLE_WARNING,
     SYNTHETIC_WARNING,
 )
+from ..results.records import TOOL_NAME
 from .entries import headline, labels_for, order_key, paper_figure, read_entry
 from .html import sweep_page
 from .labels import METRIC_LABELS
@@ -58,6 +60,8 @@ def write_sweep_report(
     ok = [e for e in entries if e["status"] == "ok"]
     protocols = {e["protocol"] for e in entries if e.get("protocol") is not None}
     aggregate = {
+        "tool": TOOL_NAME,
+        "schema_version": schema_version(BENCHMARK_JSON),
         "synthetic": any(e["results"].get("synthetic") for e in ok),
         "oracle": any(e["results"].get("oracle") for e in ok),
         # One protocol for the whole sweep, or None when the jobs mixed them (each entry carries its own).

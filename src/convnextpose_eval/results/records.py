@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .contract import schema_version
+from .files import RESULTS_FILE
 from .paper import compare_to_paper
 
 TOOL_NAME = "convnextpose-eval"
@@ -97,6 +99,7 @@ class RunResults:
         comparison = compare_to_paper(self.scores.metrics, s.paper, s.protocol, s.bands)
         return {
             "tool": TOOL_NAME,
+            "schema_version": schema_version(RESULTS_FILE),
             "variant": s.variant,
             "protocol": s.protocol,
             "num_samples": self.scores.num_samples,

@@ -10,6 +10,7 @@ launching process through ``trainer.callback_metrics``, which Lightning returns 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from ..common.atomic import errno_text, json_bytes, write_file_set
 from ..common.errors import EvalError
 from ..common.human36m import ACTION_NAMES, EVAL_JOINTS, JOINT_NAMES, TEST_SUBJECTS
 from ..metrics import METRIC_NAMES, PoseMetrics, PoseScores
+from .contract import SCHEMA_FILES, schema_version
 from .files import PENDING_FILE, PREDICTIONS_FILE, RESULTS_FILE, WORST_CASES_PNG
 from .records import (
     TOOL_NAME,
@@ -40,6 +42,9 @@ from .records import (
 from .worst_cases import WorstCase, render_worst_cases, run_caption
 
 RESULTS_METRIC_KEY = "convnextpose_eval/results_json"
+# predictions.json also keeps the predicted Thorax: the paper's rigid alignment (pa_mpjpe) fits on all 18 joints,
+# so a reader can rescore every figure from the file alone.
+THORAX_INDEX = JOINT_NAMES.index("Thorax")
 # The panels of worst_cases.png.
 WORST_CASES = 12
 # Files a run adds to its set, made from (results.json's object, predictions.json's entries, the worst
@@ -87,10 +92,12 @@ class ResultsWriter(pl.Callback):
         columns = {key: outputs[key].tolist() for key in ("index", "image_id", "bbox", "root_cam", "action", "subject", "pred_xy", "gt_xy")}
         joints = pred_rel[:, list(EVAL_JOINTS)].tolist()
         truth = gt_rel[:, list(EVAL_JOINTS)].tolist()
+        thorax = pred_rel[:, THORAX_INDEX].tolist()
         for i, index in enumerate(columns["index"]):
             # Each image's own figures (the terms results.json's means are made of), for paired comparisons.
             scores = {name: values[i] for name, values in zip(METRIC_NAMES, per_image)}
             self._rows.append({"index": index, "image_id": columns["image_id"][i], "joint_cam": joints[i],
+                               "thorax_cam": thorax[i],
                                "bbox": columns["bbox"][i], "root_cam": columns["root_cam"][i],
                                "action": ACTION_NAMES[columns["action"][i]], "subject": f"S{columns['subject'][i]}",
                                **scores, "joint_mpjpe": joint_mpjpe[i],
@@ -123,6 +130,7 @@ class ResultsWriter(pl.Callback):
                 files.append((WORST_CASES_PNG, render_worst_cases(worst[:WORST_CASES], run_caption(results))))
             if self.extra_files is not None:
                 files.extend(self.extra_files(results, predictions, worst[: self.worst_frames]).items())
+            results["files"] = files_record(files)
             files.append((RESULTS_FILE, json_bytes(results)))
             failure = write_results(self.output_dir, files)
             if failure is None:
@@ -143,6 +151,17 @@ class ResultsWriter(pl.Callback):
             return self.results
         carried = trainer.callback_metrics.get(RESULTS_METRIC_KEY)
         return None if carried is None else json.loads(bytes(carried.to(torch.uint8).tolist()).decode("utf-8"))
+
+
+def files_record(files: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
+    """results.json's record of the other files of the run: each one's sha256 (results.json cannot hold its own)
+    and, for a JSON file, the version of the schema it follows, so a reader can re-prove the whole folder."""
+    record: dict[str, dict[str, Any]] = {}
+    for name, data in files:
+        record[name] = {"sha256": hashlib.sha256(data).hexdigest()}
+        if name in SCHEMA_FILES:
+            record[name]["schema_version"] = schema_version(name)
+    return record
 
 
 def write_results(output_dir: Path, files: list[tuple[str, bytes]]) -> EvalError | None:

@@ -1,9 +1,13 @@
 """``sweep.resume=true``: keep a job's earlier results when they are provably what this job would compute.
 
-A job is kept when its folder holds a results.json written by this tool whose ``config_sha256`` equals
-the digest of the job's composed config (the settings that can change a figure) and whose checkpoint
-sha256 equals that of the file the job would load now. Anything else (no results, a failure.json, a
-different config or checkpoint, an ONNX run) is run again.
+A job is kept when its folder holds a results.json of this tool's schema whose ``config_sha256`` equals
+the digest of the job's composed config (the settings that can change a figure), whose checkpoint
+sha256 equals that of the file the job would load now, every file it records is present with the
+recorded sha256, and whose figures are those of its predictions.json rescored against the ground truth
+in ``data.root`` (``results/proof.py``). Anything else (no results, a failure.json, a different config or
+checkpoint, a missing or altered file, an ONNX run, ``backend=auto`` included) is run again, and the log
+says why in one line. Every file is read through ``results/contract.py``'s guarded reader. See
+docs/results-contract.md.
 """
 
 from __future__ import annotations
@@ -15,8 +19,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..results.files import RESULTS_FILE
-from ..results.records import TOOL_NAME
+from ..common.errors import EvalError, one_line
+from ..config.schema import EvalConfig
+from ..data.h36m import load_test_index
+from ..data.selection import drop_sequences
+from ..results.contract import (
+    DEFAULT_MAX_BYTES,
+    MAX_BYTES,
+    ContractError,
+    load_checked,
+    read_regular,
+)
+from ..results.files import PREDICTIONS_FILE, RESULTS_FILE
+from ..results.proof import rescoring_disagreement, totals_disagreement
 from .plan import ONNXRUNTIME, RunPlan
 
 # Settings that cannot change a figure of results.json: a rerun that differs only in these is the same job.
@@ -39,24 +54,61 @@ def config_digest(cfg: DictConfig) -> str:
 
 
 def kept_results(plan: RunPlan, digest: str) -> tuple[dict[str, Any] | None, str]:
-    """The earlier results to keep, or None; and why, for the log. The engine and the checkpoint are the
-    plan's, as the run would decide them (``backend=auto`` included)."""
+    """The earlier results to keep, or None; and why, for the log (one line). The engine and the checkpoint
+    are the plan's, as this job would decide them (``backend=auto`` included), never the raw settings."""
+    settings = plan.settings
     assert plan.run_dir is not None
-    path = Path(plan.run_dir) / RESULTS_FILE
+    folder = Path(plan.run_dir)
+    path = folder / RESULTS_FILE
     if plan.engine == ONNXRUNTIME:
         return None, "runs of a given or exported ONNX file are always run again"
-    try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return None, "no results.json yet"
-    except (OSError, ValueError) as exc:
-        return None, f"{path} is unreadable ({exc})"
-    if not isinstance(earlier, dict) or earlier.get("tool") != TOOL_NAME:
-        return None, f"{path} was not written by this tool"
+    try:
+        earlier = load_checked(path, RESULTS_FILE)
+    except ContractError as exc:
+        return None, one_line(exc)
     if earlier.get("config_sha256") != digest:
         return None, "its results.json was computed with other settings"
     current = plan.checkpoint.sha256 if plan.checkpoint else None
     recorded = (earlier.get("checkpoint") or {}).get("sha256")
     if recorded != current:
         return None, "its checkpoint has changed"
-    return earlier, f"{path} matches this job's config and checkpoint"
+    try:
+        problem = _files_problem(folder, earlier) or _rescoring_problem(settings, folder, earlier)
+    except ContractError as exc:
+        return None, one_line(exc)
+    if problem:
+        return None, problem
+    return earlier, f"{path} re-proven: this job's config and checkpoint, every file's sha256, its figures rescored from predictions.json"
+
+
+def _files_problem(folder: Path, results: dict[str, Any]) -> str | None:
+    """Whether every file results.json records is there with the recorded sha256 (read through the guarded reader)."""
+    for name, record in results["files"].items():
+        path = folder / name
+        if not path.exists() and not path.is_symlink():
+            return f"{name} is missing (its results.json records it)"
+        data = read_regular(path, MAX_BYTES.get(name, DEFAULT_MAX_BYTES))
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            return f"{path} is not the file its results.json records (sha256 differs)"
+    return None
+
+
+def _rescoring_problem(settings: EvalConfig, folder: Path, results: dict[str, Any]) -> str | None:
+    """Whether predictions.json, scored again against the ground truth in ``data.root``, gives results.json's figures."""
+    predictions = folder / PREDICTIONS_FILE
+    entries = load_checked(predictions, PREDICTIONS_FILE)
+    data = settings.data
+    try:
+        index = drop_sequences(load_test_index(data.root, data.protocol, data.use_gt_info, data.index_cache_dir),
+                               tuple(data.corrupt_s9_sequences) if data.skip_corrupt_s9 else ())  # fmt: skip
+    except EvalError as exc:
+        return f"its test set cannot be read to rescore it ({one_line(exc)})"
+    problem = rescoring_disagreement(entries, index)
+    if problem:
+        return f"{predictions}: {problem}"
+    problem = totals_disagreement(results, entries)
+    if problem:
+        return f"{folder / RESULTS_FILE}: {problem}"
+    return None

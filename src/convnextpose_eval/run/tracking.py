@@ -10,7 +10,10 @@ when their logger is asked for, so the command line starts as fast without them.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import Logger
 
+from ..common.atomic import errno_text
 from ..common.errors import ConfigError, EvalError, one_line
 from ..config.compose import as_plain
 from ..config.schema import EvalConfig, LoggerConfig, LoggerKind
@@ -130,10 +134,14 @@ def build_logger(settings: LoggerConfig, output_dir: Path) -> Logger | None:
                           + ("; MLflow's store is set with logger.tracking_uri" if kind is LoggerKind.mlflow else ""))  # fmt: skip
     if kind is LoggerKind.none:
         return None
+    if settings.connect_timeout_s <= 0:
+        raise ConfigError(f"logger.connect_timeout_s={settings.connect_timeout_s}: must be a positive number of seconds")
     if kind is not LoggerKind.csv:
         _require(kind)
     run_name = settings.run_name or output_dir.name
     save_dir = str(settings.save_dir or output_dir)
+    if settings.save_dir is not None:
+        check_writable_folder(settings.save_dir, "logger.save_dir")
     if kind is LoggerKind.csv:
         from pytorch_lightning.loggers import CSVLogger
 
@@ -152,6 +160,10 @@ def build_logger(settings: LoggerConfig, output_dir: Path) -> Logger | None:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        if uri is not None and uri.split(":", 1)[0].lower() in ("http", "https"):
+            bound_mlflow_requests(settings.connect_timeout_s)
+            if rank_zero_only.rank == 0:
+                probe_tracking_server(uri, settings.connect_timeout_s)
         if uri is None or uri.startswith("sqlite:"):
             _require(kind, _SQLITE_MODULES)
         artifacts = None
@@ -164,6 +176,68 @@ def build_logger(settings: LoggerConfig, output_dir: Path) -> Logger | None:
         where = f"{uri}, experiment {settings.experiment_name}, run {run_name}"
     log.info(f"tracking: {kind.value} -> {where}")
     return logger
+
+
+# MLflow's REST client retries a failed request up to 7 times with growing pauses and waits 120 s for each
+# answer (its defaults); bounded here unless the user set them.
+_MLFLOW_RETRIES = "2"
+_MLFLOW_BACKOFF_FACTOR = "1"
+
+
+def bound_mlflow_requests(timeout_s: float) -> None:
+    """MLflow's own requests to a tracking server: at most ``timeout_s`` each, few retries (environment
+    settings the user gave are kept)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout_s))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", _MLFLOW_RETRIES)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", _MLFLOW_BACKOFF_FACTOR)
+
+
+def probe_tracking_server(uri: str, timeout_s: float) -> None:
+    """One HTTP request to the server, answered within ``timeout_s`` (any HTTP status will do: it is there),
+    so an address where nothing listens or nothing answers is refused in one line before any compute."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            answer.read(1)
+    except urllib.error.HTTPError:
+        return  # the server answered, if only to refuse this request: MLflow will say what is wrong
+    except (TimeoutError, urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or time.monotonic() - started >= timeout_s:
+            why = f"no answer within {timeout_s:g} s (logger.connect_timeout_s)"
+        else:
+            why = f"cannot be reached ({one_line(reason) if isinstance(reason, BaseException) else reason})"
+        raise ConfigError(f"logger.tracking_uri={uri}: the MLflow tracking server {why}; nothing was computed") from None
+
+
+def check_writable_folder(folder: Path, setting_name: str) -> None:
+    """Refuse, in one line and before any compute, a folder that cannot be created or written: the nearest
+    existing part of the path must be a folder in which a file can be written (tried, since permissions alone
+    do not tell for every user). Whatever the try created is removed again."""
+    folder = Path(folder).expanduser().absolute()
+    created: list[Path] = []
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        created.append(ancestor)
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{setting_name}={folder}: {ancestor} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{setting_name}={folder}: cannot be written ({errno_text(exc)})") from None
+    finally:
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def _open_experiment(uri: str, name: str, artifact_location: str | None) -> None:

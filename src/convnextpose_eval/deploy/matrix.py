@@ -145,7 +145,8 @@ class Matrix:
         self.folder = folder
         self.deploy = settings.deploy
         self.threads = self.deploy.threads or torch.get_num_threads()
-        self.progress = progress or (lambda message: print(f"deploy: {message}", file=sys.stderr, flush=True))
+        started = time.monotonic()
+        self.progress = progress or (lambda message: print(f"deploy: {time.monotonic() - started:6.1f} s: {message}", file=sys.stderr, flush=True))
 
     def run(self) -> dict[str, Any]:
         deploy = self.deploy

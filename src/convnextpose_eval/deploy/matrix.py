@@ -11,6 +11,7 @@ formats go on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -197,7 +198,8 @@ class Matrix:
                 elif spec is None:
                     item = open_user_file(user_paths[name], self.threads)
                 else:
-                    item = converter.build(name)
+                    with contextlib.redirect_stdout(sys.stderr):  # converters print their progress; stdout is the table
+                        item = converter.build(name)
                 got = item.runner(checks.numpy())
                 if got.shape != expected.shape:
                     raise RuntimeError(f"returns shape {tuple(got.shape)}, the checkpoint's network {tuple(expected.shape)}")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -133,8 +132,8 @@ def test_latency_percentiles_come_from_the_recorded_timings(deploy_results):
         for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
             # Linear interpolation between the order statistics at rank q * (n - 1), written out by hand.
             rank = q * (len(timings) - 1)
-            below = timings[int(math.floor(rank))]
-            above = timings[int(math.ceil(rank))]
+            below = timings[math.floor(rank)]
+            above = timings[math.ceil(rank)]
             assert latency[name] == pytest.approx(below + (above - below) * (rank - math.floor(rank)))
         assert latency["threads"] == deploy_results["timing"]["threads"]
 
@@ -241,7 +240,7 @@ def test_a_format_whose_package_is_missing_is_skipped_naming_the_pip_install(eva
     script = _BLOCK.format(blocked={"litert_torch", "ai_edge_litert"})
     command = [sys.executable, "-c", script, "deploy", "variant=XS", "data=sample", *SMALL, "deploy.formats=[tflite-fp32,tflite-int8]",
                f"hydra.run.dir={out}"]  # fmt: skip
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=cli_env(root), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, check=False, cwd=PROJECT_ROOT, env=cli_env(root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(json.loads((out / "deploy_results.json").read_text()))
     assert list(rows) == ["pytorch-fp32", "tflite-fp32", "tflite-int8"]

@@ -9,7 +9,13 @@ import pytest
 from convnextpose_eval.config.checks import checked_config
 from convnextpose_eval.config.compose import compose_config
 from convnextpose_eval.results.writer import ResultsWriter
-from convnextpose_eval.run.evaluation import build_datamodule, build_evaluator, build_trainer, inference_settings, run_settings
+from convnextpose_eval.run.evaluation import (
+    build_datamodule,
+    build_evaluator,
+    build_trainer,
+    inference_settings,
+    run_settings,
+)
 
 FIRST_BATCH_DELAY_S = 1.5
 

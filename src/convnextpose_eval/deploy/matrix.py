@@ -28,7 +28,13 @@ import torch
 from ..backends.pytorch import PyTorchForward
 from ..common.errors import ConfigError, DataError, one_line
 from ..common.geometry import heatmap_to_camera
-from ..common.human36m import DEPTH_RANGE_MM, EVAL_JOINT_NAMES, EVAL_JOINTS, PROTOCOL_SUBJECTS, ROOT_INDEX
+from ..common.human36m import (
+    DEPTH_RANGE_MM,
+    EVAL_JOINT_NAMES,
+    EVAL_JOINTS,
+    PROTOCOL_SUBJECTS,
+    ROOT_INDEX,
+)
 from ..config.schema import SAMPLE_MARKER, Backend, EvalConfig
 from ..metrics import METRIC_NAMES, PoseMetrics
 from ..model.evaluator import PoseEvaluator

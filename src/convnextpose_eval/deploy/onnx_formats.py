@@ -78,7 +78,12 @@ def write_int8(source: Path, target: Path, calibration: np.ndarray) -> dict[str,
     """Static QDQ int8 of ``source`` at ``target``, calibrated on ``calibration`` (normalized float32 crops);
     returns the settings and the nodes kept in float."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = _named(onnx.load(str(source)))

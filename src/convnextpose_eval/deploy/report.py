@@ -63,13 +63,13 @@ def render_report(record: dict[str, Any]) -> str:
     if record.get("label"):
         lines += [f"**{record['label']}**", ""]
     lines += [
-        f"{record['num_samples']} test images of protocol {record['protocol']} ({', '.join(record['test_subjects'])}), "
+        (f"{record['num_samples']} test images of protocol {record['protocol']} ({', '.join(record['test_subjects'])}), "
         f"flip test {'on' if record['flip_test'] else 'off'}; every format scored on the same images. Differences are "
         f"format minus `{record['reference']}` in mm, with a paired bootstrap 95% interval over images "
-        f"({boot['resamples']} resamples, seed {boot['seed']}).",
-        f"Latency: one crop, batch 1, {timing['batch1_runs']} timed runs after {timing['warmup_runs']} warm-up runs, "
+        f"({boot['resamples']} resamples, seed {boot['seed']})."),
+        (f"Latency: one crop, batch 1, {timing['batch1_runs']} timed runs after {timing['warmup_runs']} warm-up runs, "
         f"{timing['threads']} threads, formats interleaved run by run; throughput: batches of {timing['throughput_batch_size']} "
-        f"crops ({timing['throughput_batches']} timed after one warm-up), no flip. Load average at the end: {timing['load_average']}.",
+        f"crops ({timing['throughput_batches']} timed after one warm-up), no flip. Load average at the end: {timing['load_average']}."),
         "The check is the largest coordinate difference from PyTorch (heatmap units) on held-out test crops and their mirrors.",
         "",
         *markdown_table(table_rows(record)),
@@ -77,9 +77,9 @@ def render_report(record: dict[str, Any]) -> str:
     ]
     calibration = record.get("calibration")
     if calibration:
-        lines += [f"int8 calibration: {calibration['num_images']} crops (and their mirrors) of "
-                  f"{', '.join(calibration['subjects'])} (protocol {calibration['protocol']} trains on "
-                  f"{', '.join(calibration['training_subjects'])}); image ids {calibration['image_ids']}.", ""]  # fmt: skip
+        lines += [(f"int8 calibration: {calibration['num_images']} crops (and their mirrors) of "
+                   f"{', '.join(calibration['subjects'])} (protocol {calibration['protocol']} trains on "
+                   f"{', '.join(calibration['training_subjects'])}); image ids {calibration['image_ids']}."), ""]  # fmt: skip
     lines += ["What each format keeps in float32:", ""]
     for row in record["formats"]:
         if row.get("kept_in_float"):

@@ -234,6 +234,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_format_whose_package_is_missing_is_skipped_naming_the_pip_install(eval_root_with_sample, tmp_path):
     root = eval_root_with_sample("deploy_missing")
     out = tmp_path / "out"
@@ -250,6 +251,7 @@ def test_a_format_whose_package_is_missing_is_skipped_naming_the_pip_install(eva
         assert 'pip install -e ".[deploy]"' in rows[name]["reason"] and "litert_torch" in rows[name]["reason"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_and_write_nothing(eval_root_with_sample, tmp_path):
     root = eval_root_with_sample("deploy_bad")
     for override, expected in ((f"deploy.files=[{tmp_path / 'absent.onnx'}]", "absent.onnx: no such file"),
@@ -261,6 +263,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(eval_root_with_sample, tmp_pa
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_help_lists_the_deploy_settings(eval_root_with_sample):
     done = run_cli(None, "deploy", "--help", module="convnextpose_eval")
     assert done.returncode == 0

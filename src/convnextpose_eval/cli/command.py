@@ -1,7 +1,7 @@
 """The command line: ``convnextpose-eval ARGS``, ``python -m convnextpose_eval ARGS`` and ``python run_eval.py ARGS``.
 
 All three run :func:`main`. ARGS are Hydra overrides (``variant=L data.root=DATA``, ``-m`` for a sweep,
-``--help``), or a subcommand first: ``inspect FILE``, ``bench``, ``export``, ``compare RUN_A RUN_B``.
+``--help``), or a subcommand first: ``inspect FILE``, ``bench``, ``export``, ``compare RUN_A RUN_B``, ``deploy``.
 The Hydra entry function lives here, inside the package, so an installed copy evaluates without the checkout.
 """
 
@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "bench": "convnextpose_eval.cli.bench",
     "export": "convnextpose_eval.cli.export",
     "compare": "convnextpose_eval.cli.compare",
+    "deploy": "convnextpose_eval.cli.deploy",
 }
 # Arguments that make Hydra print something instead of running: nothing to check up front.
 _SHOW_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}

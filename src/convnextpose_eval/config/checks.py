@@ -136,6 +136,13 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     _require(trainer.precision in PRECISIONS, f"trainer.precision={trainer.precision}: must be one of {', '.join(PRECISIONS)}")
     _require(settings.bench.images is None or settings.bench.images >= 1, f"bench.images={settings.bench.images}: must be null or at least 1")
     _require(settings.bench.repeats >= 1, f"bench.repeats={settings.bench.repeats}: must be at least 1")
+    deploy = settings.deploy
+    deploy.files = [_expand(Path(path)) for path in deploy.files]
+    _require(deploy.images is None or deploy.images >= 2, f"deploy.images={deploy.images}: must be null or at least 2 (the paired bootstrap)")
+    for name in ("calibration_images", "runs", "throughput_batches", "bootstrap_resamples"):
+        _require(getattr(deploy, name) >= 1, f"deploy.{name}={getattr(deploy, name)}: must be at least 1")
+    _require(deploy.warmup >= 0, f"deploy.warmup={deploy.warmup}: must be 0 or more")
+    _require(deploy.threads is None or deploy.threads >= 1, f"deploy.threads={deploy.threads}: must be null or at least 1")
     _require(settings.export.opset >= 7, f"export.opset={settings.export.opset}: ONNX opsets start at 7")
     _check_bands(settings.report.tolerance_bands)
     _require(0 <= settings.report.worst_frames <= MAX_WORST_FRAMES,

@@ -191,6 +191,20 @@ class ExportConfig:
 
 
 @dataclass
+class DeployConfig:
+    formats: List[str] = setting("the formats to build and score (pytorch-fp32, onnx-fp32/fp16/int8, tflite-fp32/int8, openvino-fp32/int8, ort-cuda-fp32/fp16, tensorrt-fp16/int8); the reference pytorch-fp32 always runs", factory=list)
+    files: List[Path] = setting("your own deployed files (.onnx, .tflite, OpenVINO .xml) to score beside them, as rows user:<file name>", factory=list)
+    images: Optional[int] = setting("test images scored by every format (null: all)", None)
+    calibration_images: int = setting("training-subject crops the int8 formats are calibrated on (each also mirrored)", 32)
+    runs: int = setting("timed batch-1 runs per format (warm-up excluded); the latency percentiles come from these", 50)
+    warmup: int = setting("untimed batch-1 runs per format before timing", 5)
+    throughput_batches: int = setting("timed batches of data.batch_size per format for the throughput (one warm-up batch before)", 5)
+    threads: Optional[int] = setting("threads every runtime is given (null: torch's default here)", None)
+    bootstrap_resamples: int = setting("paired-bootstrap resamples of the difference from pytorch-fp32", 10000)
+    bootstrap_seed: int = setting("the bootstrap's seed", 0)
+
+
+@dataclass
 class SweepConfig:
     resume: bool = setting("in an existing sweep folder, keep each job whose results.json matches its config and checkpoint; rerun the rest", False)
 
@@ -229,6 +243,7 @@ class EvalConfig:
     report: ReportConfig = setting("the comparison with the paper", factory=ReportConfig)
     bench: BenchConfig = setting("the speed measurement (convnextpose-eval bench)", factory=BenchConfig)
     export: ExportConfig = setting("the ONNX export (convnextpose-eval export)", factory=ExportConfig)
+    deploy: DeployConfig = setting("the deployed-formats matrix (convnextpose-eval deploy)", factory=DeployConfig)
     sweep: SweepConfig = setting("sweep behaviour (sweep.resume)", factory=SweepConfig)
     logger: LoggerConfig = setting("run tracking (logger=none|csv|tensorboard|mlflow)", factory=LoggerConfig)
 

@@ -65,9 +65,13 @@ class ResultsWriter(pl.Callback):
         self.metrics = PoseMetrics(len(ACTION_NAMES), len(TEST_SUBJECTS), EVAL_JOINTS)
         self.cache_hits = SumMetric()
         self.cache_misses = SumMetric()
+        # Images of each rank's first batch: its time holds the first session's start (allocations, thread
+        # pools, kernel selection), which a throughput must not charge to the images.
+        self.warmup_images = SumMetric()
         self.results: dict[str, Any] | None = None
         self._rows: list[dict[str, Any]] = []
         self._started = 0.0
+        self._warm_from: float | None = None
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Spawned ranks receive this callback through shared memory: fresh states, or every rank
@@ -77,14 +81,19 @@ class ResultsWriter(pl.Callback):
         self.metrics.to(pl_module.device)
         self.cache_hits.to(pl_module.device)
         self.cache_misses.to(pl_module.device)
+        self.warmup_images.reset()
+        self.warmup_images.to(pl_module.device)
         self._rows = []
         self._started = time.perf_counter()
+        self._warm_from: float | None = None
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
         pred_rel, gt_rel = outputs["pred_rel"], outputs["gt_rel"]
         self.metrics.update(pred_rel, gt_rel, outputs["action"], subject_slots(outputs["subject"]))
         per_image, joint_mpjpe = (values.tolist() for values in self.metrics.per_sample(pred_rel, gt_rel))
+        if self._warm_from is None:
+            self.warmup_images.update(torch.tensor(float(pred_rel.shape[0]), dtype=torch.float64))
         cached = outputs["cached"].to(torch.float64)
         self.cache_hits.update(cached.sum())
         self.cache_misses.update((1 - cached).sum())
@@ -102,12 +111,16 @@ class ResultsWriter(pl.Callback):
                                "action": ACTION_NAMES[columns["action"][i]], "subject": f"S{columns['subject'][i]}",
                                **scores, "joint_mpjpe": joint_mpjpe[i],
                                _PRIVATE: {"pred_xy": columns["pred_xy"][i], "gt_xy": columns["gt_xy"][i], "gt_cam": truth[i]}})  # fmt: skip
+        if self._warm_from is None:
+            self._warm_from = time.perf_counter()
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scores = self._scores()
         hits, misses = int(self.cache_hits.compute()), int(self.cache_misses.compute())
         rows = _gather(self._rows)
-        seconds = time.perf_counter() - self._started
+        finished = time.perf_counter()
+        seconds = finished - self._started
+        warmup_images = int(self.warmup_images.compute())
         failure: EvalError | None = None
         if trainer.is_global_zero:
             rows.sort(key=lambda row: row["index"])
@@ -117,7 +130,7 @@ class ResultsWriter(pl.Callback):
                 scores=scores,
                 checkpoint=CheckpointInfo(**pl_module.checkpoint_info) if pl_module.checkpoint_info else None,
                 model=ModelInfo(**pl_module.model_info()),
-                throughput={"images_per_s": scores.num_samples / seconds if seconds > 0 else None, "seconds": seconds,
+                throughput={**warm_throughput(scores.num_samples, warmup_images, seconds, finished - (self._warm_from or finished)),
                             "device": pl_module.device.type, "devices": trainer.world_size,
                             "world_size": trainer.world_size, "num_nodes": trainer.num_nodes},  # fmt: skip
                 crop_cache={"hits": hits, "misses": misses},
@@ -162,6 +175,16 @@ def files_record(files: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
         if name in SCHEMA_FILES:
             record[name]["schema_version"] = schema_version(name)
     return record
+
+
+def warm_throughput(images: int, warmup_images: int, seconds: float, warm_seconds: float) -> dict[str, Any]:
+    """results.json's speed: images per second after each rank's first batch (its time holds the session's
+    start-up), over ``warm_seconds``; ``seconds`` is the whole test loop. A run of one batch has nothing after
+    its warm-up to time: its rate is null."""
+    timed = images - warmup_images
+    rate = timed / warm_seconds if timed > 0 and warm_seconds > 0 else None
+    return {"images_per_s": rate, "seconds": seconds, "timed_images": max(timed, 0), "timed_seconds": warm_seconds,
+            "warmup_images": warmup_images, "warmup_batches_per_rank": 1}  # fmt: skip
 
 
 def write_results(output_dir: Path, files: list[tuple[str, bytes]]) -> EvalError | None:

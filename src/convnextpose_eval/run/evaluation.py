@@ -23,7 +23,7 @@ from ..backends import CheckCrops
 from ..common.errors import ConfigError, EvalError, one_line
 from ..common.launch import Launch, Launcher, check_launch, detect_launch
 from ..config.checks import checked_config
-from ..config.compose import as_plain, variant_table
+from ..config.compose import as_plain
 from ..config.schema import SAMPLE_MARKER, Accelerator, EvalConfig, Strategy
 from ..data.datamodule import H36MDataModule
 from ..model.evaluator import PoseEvaluator
@@ -32,7 +32,6 @@ from ..report.summary import format_summary, oracle_verdict
 from ..results.files import RESULTS_FILE
 from ..results.records import InferenceSettings, RunSettings
 from ..results.writer import ResultsWriter
-from ..sample.generator import ensure_sample
 from .failures import (
     drop_empty_log,
     failure_reason,
@@ -133,8 +132,6 @@ def build_evaluator(plan: RunPlan, check_crops: CheckCrops | None = None) -> Pos
     (seeded random crops when None).
     """
     settings = plan.settings
-    if settings.data.synthetic:
-        ensure_sample(settings.data.root, variants=variant_table(settings))
     module = PoseEvaluator(plan.forward_source(check_crops), plan.engine, flip_test=settings.flip_test,
                            oracle=settings.oracle, tf32=settings.trainer.tf32)  # fmt: skip
     module.configure_network()

@@ -29,6 +29,7 @@ from ..common.launch import Launch, detect_launch
 from ..config.compose import as_plain, variant_table
 from ..config.schema import Accelerator, Backend, EvalConfig
 from ..network import ArchSpec
+from ..sample.generator import ensure_sample
 
 PYTORCH = "pytorch"
 ONNXRUNTIME = "onnxruntime"
@@ -138,6 +139,8 @@ def plan_run(settings: EvalConfig, run_dir: Path | None = None, engine: str | No
     reads a PyTorch checkpoint); a setting asking for another is refused with ``purpose`` as the reason.
     ``download``: whether a missing official checkpoint may be fetched (default: the ``download`` setting).
     """
+    if settings.data.synthetic:  # the bundled sample, data and checkpoints, is generated on first use
+        ensure_sample(settings.data.root, variants=variant_table(settings))
     if engine is not None and (settings.onnx_path is not None or settings.backend.value not in ("auto", engine)):
         asked = f"onnx_path={settings.onnx_path}" if settings.onnx_path is not None else f"backend={settings.backend.value}"
         raise ConfigError(f"{asked}: {purpose}")

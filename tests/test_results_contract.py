@@ -52,7 +52,7 @@ def test_every_file_the_demo_sweep_wrote_satisfies_its_schema(demo_sweep_p1):
         _validate(predictions, "predictions.json")
         assert results["schema_version"] == 1 and results["files"]["predictions.json"]["schema_version"] == 1
         # results.json records every other file the run wrote, by its sha256 (computed here independently).
-        assert set(results["files"]) == {"predictions.json", "worst_cases.png"}
+        assert set(results["files"]) == {"predictions.json", "report.html", "worst_cases.png"}
         for name, record in results["files"].items():
             assert record["sha256"] == hashlib.sha256((demo_sweep_p1 / job / name).read_bytes()).hexdigest()
 

@@ -27,7 +27,7 @@ DEMO_P1 = ("experiment=demo", "data.protocol=1", "backend=pytorch")
 
 
 def _overrides(sweep: Path, *extra: str) -> tuple[str, ...]:
-    return (*DEMO_P1, f"paths.cache_dir={sweep.parent / 'fresh_cache'}", *extra)
+    return (*DEMO_P1, *extra)
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..network import ArchSpec, ConvNeXtPose, count_macs, count_parameters
+from .scored_check import DEFAULT_MIN_BATCHES, DEFAULT_SHARE
 
 # The weights were trained on 0..255 RGB values normalized with ImageNet's 0..1 statistics.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -39,6 +40,9 @@ class ForwardSource:
     provider: str = "cpu"
     opset: int = 17
     check_crops: CheckCrops | None = None
+    # The share of scored batches an exported file also runs through the checkpoint's network, and the least.
+    check_share: float = DEFAULT_SHARE
+    check_min_batches: int = DEFAULT_MIN_BATCHES
 
 
 class Forward(torch.nn.Module, ABC):
@@ -79,6 +83,16 @@ class Forward(torch.nn.Module, ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """results.json's ``inference`` fields this engine decides: at least ``backend``; ``onnx`` for a file."""
+
+    def begin_scoring(self, num_batches: int, seed: int, rank: int = 0) -> None:
+        """Called as a run starts scoring ``num_batches`` batches (on this rank), with the run's fresh ``seed``:
+        an engine that proves itself on the scored batches draws them here. The checkpoint's own network has
+        nothing to prove."""
+
+    @property
+    def cross_checks(self) -> bool:
+        """Whether :meth:`begin_scoring` draws batches to compare with the checkpoint's network."""
+        return False
 
     def model_info(self) -> dict[str, Any]:
         """Architecture, parameter count and GFLOPs (multiply-accumulates) of the network that runs.

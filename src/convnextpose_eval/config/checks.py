@@ -135,6 +135,9 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     _require(settings.bench.images is None or settings.bench.images >= 1, f"bench.images={settings.bench.images}: must be null or at least 1")
     _require(settings.bench.repeats >= 1, f"bench.repeats={settings.bench.repeats}: must be at least 1")
     _require(settings.export.opset >= 7, f"export.opset={settings.export.opset}: ONNX opsets start at 7")
+    share, least = settings.onnx_check.share, settings.onnx_check.min_batches
+    _require(0 < share <= 1, f"onnx_check.share={share}: must be above 0 and at most 1 (the share of scored batches cross-checked)")
+    _require(least >= 1, f"onnx_check.min_batches={least}: must be at least 1")
     _check_bands(settings.report.tolerance_bands)
     _check_variant(settings.variant, "variant")
     for name, variant in settings.released.items():

@@ -17,6 +17,7 @@ import torch
 
 from ..backends import CheckCrops, Forward, ForwardSource, build_forward
 from ..backends.base import arch_model_info
+from ..backends.scored_check import DEFAULT_MIN_BATCHES, DEFAULT_SHARE, fresh_seed
 from ..checkpoint.architecture import match_variant
 from ..common.errors import EvalError
 from ..common.geometry import camera_to_heatmap, heatmap_to_camera
@@ -48,6 +49,8 @@ class PoseEvaluator(pl.LightningModule):
         cache_dir: str | None = None,
         opset: int = 17,
         check_crops: CheckCrops | None = None,
+        check_share: float = DEFAULT_SHARE,
+        check_min_batches: int = DEFAULT_MIN_BATCHES,
     ) -> None:
         """``backend``: an engine of ``backends.ENGINES``; None picks onnxruntime when ``onnx_path`` is given, else pytorch."""
         super().__init__()
@@ -61,7 +64,7 @@ class PoseEvaluator(pl.LightningModule):
         self.source = ForwardSource(
             variant=self.variant, known=self.known, ckpt_path=ckpt_path, onnx_path=onnx_path, cache_dir=cache_dir,
             channels_last=channels_last, fold_batchnorm=fold_batchnorm, provider=onnx_provider, opset=opset,
-            check_crops=check_crops,
+            check_crops=check_crops, check_share=check_share, check_min_batches=check_min_batches,
         )  # fmt: skip
         self.backend: Forward | None = None
         self.arch: ArchSpec | None = None
@@ -109,6 +112,31 @@ class PoseEvaluator(pl.LightningModule):
     def describe_backend(self) -> dict[str, Any]:
         """results.json's ``inference`` fields the engine decides (``backend``, and ``onnx`` for a file)."""
         return self.backend.describe() if self.backend is not None else {"backend": self.engine}
+
+    def on_test_epoch_start(self) -> None:
+        """An engine that proves itself on the scored batches draws them now, from one fresh seed for the run
+        (rank 0's, sent to every rank) and the number of batches this rank will score."""
+        if self.backend is None or not self.backend.cross_checks:
+            return
+        seed = int(self.trainer.strategy.broadcast(fresh_seed(), src=0))
+        self.backend.begin_scoring(int(self.trainer.num_test_batches[0]), seed, self.global_rank)
+
+    def scored_backend_info(self) -> dict[str, Any] | None:
+        """``describe_backend()["onnx"]`` after scoring, its cross-check figures summed (images, batches) and
+        maximized (difference) over every rank. Called on every rank (it gathers)."""
+        info = self.onnx_info
+        if info is None or self.backend is None or not self.backend.cross_checks:
+            return info
+        verification = dict(info.get("verification") or {})
+        figures = torch.tensor([float(verification.get(key) or 0) for key in _SUMMED + ("max_abs_diff",)], dtype=torch.float64)
+        gathered = self.all_gather(figures.to(self.device)).double().cpu().reshape(-1, figures.numel())
+        for column, key in enumerate(_SUMMED):
+            verification[key] = int(gathered[:, column].sum())
+        verification["max_abs_diff"] = float(gathered[:, -1].max())
+        # The forward pass ran each test image and its mirror in one batch: the count in test images.
+        verification["inputs_checked"] = verification["images_checked"]
+        verification["images_checked"] //= 2 if self.flip_test else 1
+        return {**info, "verification": verification, "source_verified": bool(info.get("source_verified")) and verification["images_checked"] > 0}
 
     def model_info(self) -> dict[str, Any]:
         """Architecture, parameter count and GFLOPs of the network that ran (see ``Forward.model_info``)."""
@@ -158,6 +186,10 @@ class PoseEvaluator(pl.LightningModule):
             "bbox": batch["bbox"], "root_cam": batch["root_cam"], "cached": batch["cached"],
         }  # fmt: skip
 
+
+
+# The cross-check figures that add up over ranks.
+_SUMMED = ("batches_scored", "batches_checked", "images_checked")
 
 
 def check_finite(pred_cam: torch.Tensor, image_ids: torch.Tensor, source: str | None) -> None:

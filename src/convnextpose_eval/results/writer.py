@@ -9,6 +9,7 @@ launching process through ``trainer.callback_metrics``, which Lightning returns 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -91,12 +92,15 @@ class ResultsWriter(pl.Callback):
         hits, misses = int(self.cache_hits.compute()), int(self.cache_misses.compute())
         rows = _gather(self._rows)
         seconds = time.perf_counter() - self._started
+        inference = self.inference
+        if inference.onnx is not None:  # what the scored batches showed of the file (gathered from every rank)
+            inference = dataclasses.replace(inference, onnx=pl_module.scored_backend_info())
         failure: EvalError | None = None
         if trainer.is_global_zero:
             rows.sort(key=lambda row: row["index"])
             results = RunResults(
                 settings=self.settings,
-                inference=self.inference,
+                inference=inference,
                 scores=scores,
                 checkpoint=CheckpointInfo(**pl_module.checkpoint_info) if pl_module.checkpoint_info else None,
                 model=ModelInfo(**pl_module.model_info()),

@@ -215,6 +215,8 @@ def build_evaluator(settings: EvalConfig, check_crops: CheckCrops | None = None)
         cache_dir=str(settings.paths.cache_dir),
         opset=settings.export.opset,
         check_crops=check_crops,
+        check_share=settings.onnx_check.share,
+        check_min_batches=settings.onnx_check.min_batches,
     )
     module.configure_network()
     return module

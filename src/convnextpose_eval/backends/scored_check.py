@@ -40,7 +40,7 @@ class ScoredCheck:
     batches_planned: int = 0
     batches_scored: int = 0
     batches_checked: int = 0
-    images_checked: int = 0
+    inputs_checked: int = 0
     max_abs_diff: float = 0.0
     _chosen: frozenset[int] = field(default_factory=frozenset)
 
@@ -51,7 +51,7 @@ class ScoredCheck:
         # Each rank scores its own images; mixing in the rank gives each its own draw from the run's one seed.
         self._chosen = frozenset(random.Random(f"{seed}/{rank}").sample(range(num_batches), count))
         self.batches_planned = count
-        self.batches_scored = self.batches_checked = self.images_checked = 0
+        self.batches_scored = self.batches_checked = self.inputs_checked = 0
         self.max_abs_diff = 0.0
 
     def next_batch_is_checked(self) -> bool:
@@ -60,12 +60,13 @@ class ScoredCheck:
         self.batches_scored += 1
         return index in self._chosen
 
-    def record(self, images: int, max_abs_diff: float) -> None:
+    def record(self, inputs: int, max_abs_diff: float) -> None:
+        """One drawn batch of ``inputs`` network inputs compared, agreeing to ``max_abs_diff``."""
         self.batches_checked += 1
-        self.images_checked += images
+        self.inputs_checked += inputs
         self.max_abs_diff = max(self.max_abs_diff, max_abs_diff)
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "share": self.share, "min_batches": self.min_batches,
                 "batches_scored": self.batches_scored, "batches_checked": self.batches_checked,
-                "images_checked": self.images_checked, "max_abs_diff": self.max_abs_diff}  # fmt: skip
+                "inputs_checked": self.inputs_checked, "max_abs_diff": self.max_abs_diff}  # fmt: skip

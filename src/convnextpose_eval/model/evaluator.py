@@ -133,9 +133,8 @@ class PoseEvaluator(pl.LightningModule):
         for column, key in enumerate(_SUMMED):
             verification[key] = int(gathered[:, column].sum())
         verification["max_abs_diff"] = float(gathered[:, -1].max())
-        # The forward pass ran each test image and its mirror in one batch: the count in test images.
-        verification["inputs_checked"] = verification["images_checked"]
-        verification["images_checked"] //= 2 if self.flip_test else 1
+        # With the flip test each test image and its mirror are two inputs of one batch: the count in test images.
+        verification["images_checked"] = verification["inputs_checked"] // (2 if self.flip_test else 1)
         return {**info, "verification": verification, "source_verified": bool(info.get("source_verified")) and verification["images_checked"] > 0}
 
     def model_info(self) -> dict[str, Any]:
@@ -189,7 +188,7 @@ class PoseEvaluator(pl.LightningModule):
 
 
 # The cross-check figures that add up over ranks.
-_SUMMED = ("batches_scored", "batches_checked", "images_checked")
+_SUMMED = ("batches_scored", "batches_checked", "inputs_checked")
 
 
 def check_finite(pred_cam: torch.Tensor, image_ids: torch.Tensor, source: str | None) -> None:

@@ -1,0 +1,360 @@
+"""What a run's ``source_verified`` rests on, and ONNX files that attack the runtime or the user's files.
+
+Written from the behaviour docs/onnx-trust.md promises:
+- a file is proven on a random share of the very batches it scores (a fresh seed each run, recorded), so a
+  graph right only at the pre-check's batch size, only on a batch's first rows, or put into the export cache
+  with its record rewritten to match, stops the run in one line with no results;
+- a graph's structure is refused before anything runs (control flow, custom domains, operators no export of
+  this network needs), while exports of the network by other exporters and opsets still run;
+- Ctrl-C and SIGTERM stop a run inside ONNX Runtime, and an export, within 10 s, in one line (exit 130/143);
+- the export never replaces a file the tool did not write, and an interrupted export leaves no file.
+
+The runs of the evaluation are in-process (``inprocess.py``) except where a signal must reach a process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from cli import finish, reaped, start_cli, wait_for
+from inprocess import read_json, run_in_process
+from onnx import helper, numpy_helper
+from onnx_hostile import branch, custom_domain_only, endless_loop, fails_when_run, graph_file, slow_graph
+
+from convnextpose_eval.backends.base import ForwardSource
+from convnextpose_eval.backends.onnx_checks import read_onnx_file
+from convnextpose_eval.backends.onnx_export import DEFAULT_TOLERANCE, TOOL_KEY, export_onnx
+from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward
+from convnextpose_eval.common.errors import BackendError
+from convnextpose_eval.network import ArchSpec, ConvNeXtPose
+
+XS_INPUT = 256
+DEMO_XS = ("experiment=demo", "variant=XS", "data.num_workers=0")
+# A signal must end the process within this (the contract), measured from the moment it is sent.
+SIGNAL_DEADLINE_S = 10.0
+TINY = ArchSpec(
+    depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), head_channels=16, head_upsample=(True, True, False),
+    depth_dim=8, joint_num=18, input_size=64,
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- shared runs and files
+
+
+@pytest.fixture(scope="module")
+def root(eval_root_with_sample) -> Path:
+    return eval_root_with_sample("onnx_trust")
+
+
+@pytest.fixture(scope="module")
+def ckpt_xs(root) -> Path:
+    return root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_XS.tar"
+
+
+@pytest.fixture(scope="module")
+def in_process(root) -> Iterator:
+    """``run(*args)``: run_eval.py in this process under ``root``."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield lambda *args: run_in_process(patch, root, *args)
+
+
+@pytest.fixture(scope="module")
+def honest(root, in_process, ckpt_xs) -> dict:
+    """The default command (the checkpoint exported into the cache, then scored), and the same file given
+    as ``onnx_path`` with its ``ckpt_path``: both honest, each with its own run's draw."""
+    cache = root / "cache"
+    default = in_process(*DEMO_XS, f"paths.cache_dir={cache}", f"hydra.run.dir={root / 'default'}")
+    assert default.returncode == 0, default.describe()
+    first = read_json(root / "default" / "results.json")
+    real = Path(first["inference"]["onnx"]["path"])
+    given = in_process(*DEMO_XS, "backend=onnxruntime", f"onnx_path={real}", f"ckpt_path={ckpt_xs}",
+                       f"paths.cache_dir={cache}", f"hydra.run.dir={root / 'given'}")  # fmt: skip
+    assert given.returncode == 0, given.describe()
+    return {"cache": cache, "real": real, "default": first, "given": read_json(root / "given" / "results.json")}
+
+
+def _rewired(real: Path, out: Path, extra_nodes: list, extra_inits: list) -> Path:
+    """``real`` with its output renamed ``raw`` and ``extra_nodes`` turning ``raw`` into ``coords``."""
+    model = onnx.load(real)
+    for node in model.graph.node:
+        node.output[:] = ["raw" if name == "coords" else name for name in node.output]
+    model.graph.node.extend(extra_nodes)
+    model.graph.initializer.extend(extra_inits)
+    onnx.save(model, out)
+    return out
+
+
+def right_only_at_batch_8(real: Path, out: Path) -> Path:
+    """The real export times 1 + 0.01 (B - 8)^2: exact on a batch of 8 (the pre-check's four crops and their
+    mirrors), wrong at any other batch size."""
+    nodes = [
+        helper.make_node("Shape", ["images"], ["hostile_shape"]),
+        helper.make_node("Gather", ["hostile_shape", "hostile_zero"], ["hostile_b"], axis=0),
+        helper.make_node("Cast", ["hostile_b"], ["hostile_bf"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Sub", ["hostile_bf", "hostile_eight"], ["hostile_d"]),
+        helper.make_node("Mul", ["hostile_d", "hostile_d"], ["hostile_d2"]),
+        helper.make_node("Mul", ["hostile_d2", "hostile_hundredth"], ["hostile_e"]),
+        helper.make_node("Add", ["hostile_e", "hostile_one"], ["hostile_scale"]),
+        helper.make_node("Mul", ["raw", "hostile_scale"], ["coords"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "hostile_zero"),
+             numpy_helper.from_array(np.array(8, np.float32), "hostile_eight"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "hostile_hundredth"),
+             numpy_helper.from_array(np.array(1, np.float32), "hostile_one")]  # fmt: skip
+    return _rewired(real, out, nodes, inits)
+
+
+def right_on_the_first_8_rows(real: Path, out: Path) -> Path:
+    """The real export with row r scaled by 1 + 0.1 relu(r - 7): exact on a batch's first 8 rows only."""
+    nodes = [
+        helper.make_node("Shape", ["images"], ["hostile_shape"]),
+        helper.make_node("Gather", ["hostile_shape", "hostile_zero"], ["hostile_b"], axis=0),
+        helper.make_node("Range", ["hostile_start", "hostile_b", "hostile_step"], ["hostile_rows"]),
+        helper.make_node("Cast", ["hostile_rows"], ["hostile_rf"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Sub", ["hostile_rf", "hostile_seven"], ["hostile_d"]),
+        helper.make_node("Relu", ["hostile_d"], ["hostile_after"]),
+        helper.make_node("Mul", ["hostile_after", "hostile_tenth"], ["hostile_e"]),
+        helper.make_node("Add", ["hostile_e", "hostile_one"], ["hostile_scale"]),
+        helper.make_node("Reshape", ["hostile_scale", "hostile_column"], ["hostile_col"]),
+        helper.make_node("Mul", ["raw", "hostile_col"], ["coords"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "hostile_zero"),
+             numpy_helper.from_array(np.array(0, np.int64), "hostile_start"),
+             numpy_helper.from_array(np.array(1, np.int64), "hostile_step"),
+             numpy_helper.from_array(np.array(7, np.float32), "hostile_seven"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "hostile_tenth"),
+             numpy_helper.from_array(np.array(1, np.float32), "hostile_one"),
+             numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "hostile_column")]  # fmt: skip
+    return _rewired(real, out, nodes, inits)
+
+
+def _stopped(done, run_dir: Path, *fragments: str) -> str:
+    """A run refused in one line naming ``fragments``, leaving the failure record and no results."""
+    assert done.returncode == 2, done.describe()
+    assert len(done.error_lines) == 1 and "Traceback" not in done.stderr, done.describe()
+    line = done.error_lines[0]
+    assert all(fragment in line for fragment in fragments), line
+    assert not (run_dir / "results.json").exists() and not (run_dir / "predictions.json").exists()
+    assert read_json(run_dir / "failure.json")["status"] == "failed"
+    return line
+
+
+# --------------------------------------------------------------------------- 1. proof on the scored batches
+
+
+def test_an_honest_run_records_its_own_cross_check(honest):
+    for name in ("default", "given"):
+        onnx_info = honest[name]["inference"]["onnx"]
+        check = onnx_info["verification"]
+        assert onnx_info["source_verified"] is True, name
+        # The sample's XS run on protocol 2 scores 49 images in 4 batches of 16 (the last holds 1): at
+        # least 2 batches are drawn, each run with its mirror images in the same forward pass.
+        assert check["batches_scored"] == 4 and 2 <= check["batches_checked"] <= 4
+        assert check["inputs_checked"] == 2 * check["images_checked"]
+        assert check["images_checked"] in {16 + 16, 16 + 1, 16 + 16 + 16, 16 + 16 + 1, 49}
+        assert 0 <= check["max_abs_diff"] <= DEFAULT_TOLERANCE
+        assert isinstance(check["seed"], int)
+    # A fresh seed per run: the same file, checked twice, is not checked the same way twice.
+    assert honest["default"]["inference"]["onnx"]["verification"]["seed"] != honest["given"]["inference"]["onnx"]["verification"]["seed"]
+
+
+def test_a_graph_right_only_at_the_pre_check_batch_size_is_stopped_with_no_results(honest, in_process, root, ckpt_xs):
+    fake = right_only_at_batch_8(honest["real"], root / "batch8.onnx")
+    run_dir = root / "batch8_run"
+    done = in_process(*DEMO_XS, "backend=onnxruntime", f"onnx_path={fake}", f"ckpt_path={ckpt_xs}",
+                      f"paths.cache_dir={honest['cache']}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    _stopped(done, run_dir, str(fake), "scored batch", "no results written")
+
+
+def test_a_consistently_rewritten_cache_entry_is_stopped_on_the_default_command(honest, in_process, root):
+    """The cached export replaced by a graph exact at batch 8, its record's sha256 rewritten to match: a hit."""
+    cache = root / "poisoned_cache"
+    (cache / "onnx").mkdir(parents=True)
+    entry = honest["real"]
+    record = json.loads(entry.with_suffix(".json").read_text())
+    poisoned = right_only_at_batch_8(entry, cache / "onnx" / entry.name)
+    record["sha256"] = hashlib.sha256(poisoned.read_bytes()).hexdigest()
+    (cache / "onnx" / entry.with_suffix(".json").name).write_text(json.dumps(record))
+    run_dir = root / "poisoned_run"
+    done = in_process(*DEMO_XS, f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}")
+    _stopped(done, run_dir, str(poisoned), "scored batch")
+
+
+def test_a_graph_right_only_on_a_batch_s_first_rows_is_stopped(honest, root, ckpt_xs, variant_cfgs, known_specs):
+    fake = right_on_the_first_8_rows(honest["real"], root / "rows8.onnx")
+    source = ForwardSource(variant=variant_cfgs["XS"], known=known_specs, ckpt_path=str(ckpt_xs), onnx_path=str(fake))
+    forward = OnnxRuntimeForward.build(source)  # the pre-check (8 rows) passes
+    forward.begin_scoring(num_batches=2, seed=1)  # two batches: both are cross-checked
+    crops = torch.randint(0, 256, (16, 3, XS_INPUT, XS_INPUT), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    with pytest.raises(BackendError) as refused, torch.inference_mode():
+        forward(crops)
+    assert str(fake) in str(refused.value) and "\n" not in str(refused.value)
+
+
+# --------------------------------------------------------------------------- 2. structure before data
+
+
+@pytest.mark.parametrize(
+    ("build", "fragments"),
+    [
+        (endless_loop, ("the_endless_loop", "Loop")),
+        (branch, ("the_branch", "If")),
+        (custom_domain_only, ("no standard ONNX opset", "com.example.hostile")),
+    ],
+)
+def test_a_hostile_graph_is_refused_in_one_line_before_it_runs(build, fragments, honest, tmp_path):
+    path = build(honest["real"], tmp_path / "hostile.onnx", XS_INPUT)
+    with pytest.raises(BackendError) as refused:
+        read_onnx_file(path)
+    message = str(refused.value)
+    assert "\n" not in message and str(path) in message and all(f in message for f in fragments), message
+
+
+def test_an_operator_no_export_needs_is_refused_naming_the_node(honest, tmp_path):
+    nodes = [helper.make_node("TopK", ["images", "k"], ["top", "where"], axis=3, name="the_topk"),
+             helper.make_node("ReduceMean", ["top"], ["m"], axes=[1, 2, 3], keepdims=1),
+             helper.make_node("Reshape", ["m", "col"], ["c"]), helper.make_node("Expand", ["c", "shape"], ["coords"])]
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "k"), numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "col"),
+             numpy_helper.from_array(np.array([1, 18, 3], np.int64), "shape")]  # fmt: skip
+    path = graph_file(honest["real"], tmp_path / "topk.onnx", nodes, inits, XS_INPUT)
+    with pytest.raises(BackendError, match=r"node 0 'the_topk' is a TopK"):
+        read_onnx_file(path)
+
+
+def test_a_node_that_fails_only_when_run_is_one_line_naming_the_file(honest, tmp_path, known_specs):
+    path = fails_when_run(honest["real"], tmp_path / "fails.onnx", XS_INPUT)
+    forward = OnnxRuntimeForward(path, known_specs["XS"])  # loads: the failure is in the data
+    with pytest.raises(BackendError) as refused:
+        forward.run(torch.zeros(2, 3, XS_INPUT, XS_INPUT))
+    message = str(refused.value)
+    assert message.startswith(f"{path}: onnxruntime failed while running it") and "\n" not in message, message
+
+
+def _third_party(network: ConvNeXtPose, path: Path, opset: int, dynamo: bool) -> Path:
+    example = torch.zeros(2, 3, TINY.input_size, TINY.input_size)
+    with redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            program = torch.onnx.export(network, (example,), input_names=["images"], output_names=["coords"],
+                                        opset_version=opset, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+            program.save(str(path))
+        else:
+            torch.onnx.export(network, (example,), str(path), input_names=["images"], output_names=["coords"],
+                              opset_version=opset, dynamo=False, dynamic_axes={"images": {0: "b"}, "coords": {0: "b"}})  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(("opset", "dynamo"), [(13, False), (20, False), (18, True)])
+def test_exports_of_the_network_by_other_exporters_still_run(opset, dynamo, tmp_path):
+    network = ConvNeXtPose(TINY).eval()
+    torch.manual_seed(0)
+    for parameter in network.parameters():
+        parameter.data.normal_(0, 0.2)
+    path = _third_party(network, tmp_path / f"third_party_{opset}.onnx", opset, dynamo)
+    assert read_onnx_file(path).opset == opset
+    forward = OnnxRuntimeForward(path, TINY)
+    images = torch.randn(3, 3, TINY.input_size, TINY.input_size, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        expected = network(images)
+    assert float((forward.run(images) - expected).abs().max()) <= DEFAULT_TOLERANCE
+
+
+# --------------------------------------------------------------------------- 5. signals inside native code
+
+
+@pytest.fixture(scope="module")
+def slow_file(honest, root) -> Path:
+    return slow_graph(honest["real"], root / "slow.onnx", XS_INPUT, steps=600)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_run_inside_onnx_runtime(signum, slow_file, root):
+    run_dir = root / f"slow_run_{signum.name}"
+    args = (*DEMO_XS, "backend=onnxruntime", f"onnx_path={slow_file}", "data.batch_size=4",
+            f"paths.cache_dir={root / 'slow_cache'}", f"hydra.run.dir={run_dir}")  # fmt: skip
+    with reaped(start_cli(root, *args)) as process:
+        # The folder is taken just before the file is opened and the first batch read; a few seconds later
+        # the first batch (minutes of products) is inside ONNX Runtime.
+        wait_for(lambda: (run_dir / ".convnextpose_eval.lock").exists(), process, "the run folder taken", timeout=240)
+        time.sleep(8)
+        assert process.poll() is None
+        process.send_signal(signum)
+        sent = time.monotonic()
+        done = finish(process, timeout=SIGNAL_DEADLINE_S + 5)
+    assert time.monotonic() - sent <= SIGNAL_DEADLINE_S, done.describe()
+    assert done.returncode == 128 + signum, done.describe()
+    assert len(done.error_lines) == 1 and f"interrupted by {signum.name}" in done.error_lines[0], done.describe()
+    assert "Traceback" not in done.stderr
+    assert read_json(run_dir / "failure.json")["error"].startswith(f"interrupted by {signum.name}")
+    assert not (run_dir / "results.json").exists()
+
+
+# --------------------------------------------------------------------------- 8. the export and the user's files
+
+
+def _tiny_network() -> ConvNeXtPose:
+    return ConvNeXtPose(TINY).eval()
+
+
+def test_the_export_never_replaces_a_file_it_did_not_write(tmp_path):
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes\n")
+    with pytest.raises(BackendError, match="not written by convnextpose-eval.*export.overwrite=true") as refused:
+        export_onnx(_tiny_network(), notes)
+    assert str(notes) in str(refused.value) and notes.read_text() == "my notes\n"
+    # Its own earlier export is recognized and replaced; with the opt-in, the user's file too.
+    ours = tmp_path / "ours.onnx"
+    export_onnx(_tiny_network(), ours)
+    meta = {p.key: p.value for p in onnx.load(ours).metadata_props}
+    assert meta[TOOL_KEY] == "convnextpose-eval"
+    export_onnx(_tiny_network(), ours)
+    export_onnx(_tiny_network(), notes, overwrite=True)
+    assert onnx.load(notes).graph.output[0].name == "coords"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_export_command_refuses_to_replace_the_user_s_file_in_one_line(root, ckpt_xs, tmp_path, monkeypatch, capsys):
+    from convnextpose_eval.cli.export import main
+
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes\n")
+    monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(root))
+    code = main(["variant=XS", f"ckpt_path={ckpt_xs}", f"export.path={notes}"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and str(notes) in errors[0] and "export.overwrite=true" in errors[0], err
+    assert notes.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_export_leaves_nothing_and_says_so(signum, eval_root_with_sample):
+    root = eval_root_with_sample(f"export_{signum.name}")
+    out = root / "exported"
+    ckpt = root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_L.tar"
+    args = ("variant=L", f"ckpt_path={ckpt}", f"export.path={out / 'L.onnx'}")
+    with reaped(start_cli(root, *args, module="convnextpose_eval.cli.export")) as process:
+        # The check crops are read (the test-set index cached) just before the network is exported.
+        index = root / "outputs" / "cache" / "index"
+        wait_for(lambda: index.is_dir() and any(index.iterdir()), process, "the test set read", timeout=240)
+        time.sleep(1)
+        assert process.poll() is None
+        process.send_signal(signum)
+        sent = time.monotonic()
+        done = finish(process, timeout=SIGNAL_DEADLINE_S + 5)
+    assert time.monotonic() - sent <= SIGNAL_DEADLINE_S, done.describe()
+    assert done.returncode == 128 + signum, done.describe()
+    assert done.error_lines == [f"error: interrupted by {signum.name}; no file written"], done.describe()
+    assert "Traceback" not in done.stderr
+    assert not out.exists() or not list(out.iterdir())

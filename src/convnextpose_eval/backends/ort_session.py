@@ -66,21 +66,24 @@ def run_session(session: Any, ort: Any, outputs: list[str], feeds: dict[str, Any
     """
     options = ort.RunOptions()
     done: dict[str, Any] = {}
+    finished = threading.Event()
 
     def work() -> None:
         try:
             done["result"] = session.run(outputs, feeds, options)
         except BaseException as exc:  # noqa: BLE001 - carried to the waiting thread, which decides
             done["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="onnxruntime-run", daemon=True)
-    worker.start()
+    # Waiting on an Event, not Thread.join: a join interrupted by a signal can mark a running thread as ended.
+    threading.Thread(target=work, name="onnxruntime-run", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(_WAKE_S)
+        while not finished.wait(_WAKE_S):
+            pass
     except BaseException:
         options.terminate = True
-        worker.join(_STOP_WAIT_S)
+        finished.wait(_STOP_WAIT_S)
         raise
     if "error" in done:
         raise BackendError(f"{path}: onnxruntime failed while running it ({first_line(done['error'])})") from None

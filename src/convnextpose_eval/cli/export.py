@@ -16,6 +16,7 @@ reads. The last line printed is one JSON object.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import shlex
 import signal
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RunInterrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT)
         print(f"error: interrupted by {signal.Signals(signum).name}; no file written", file=sys.stderr)
+        gc.freeze()  # no final full garbage collection of a large heap: the process ends now
         return 128 + signum
     crops = "the bundled synthetic sample" if from_sample else source["data_root"]
     size_mb = report.path.stat().st_size / 1e6

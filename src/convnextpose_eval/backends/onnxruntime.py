@@ -210,11 +210,12 @@ class OnnxRuntimeForward(Forward):
                 f"where {name} gives {tuple(expected.shape)}; no results written"
             )
         diff = float((coords.to(expected.device) - expected).abs().max())
+        advice = "; it is a cached export that was replaced: delete it to export again" if self.cache else ""
         if not diff <= DEFAULT_TOLERANCE:
             raise BackendError(
                 f"{self.path}: does not compute the network of {name}: on scored batch {index} ({crops.shape[0]} images, "
                 f"drawn at random for a cross-check) its coordinates differ by up to {diff:.3g} heatmap units "
-                f"(tolerance {DEFAULT_TOLERANCE:g}); no results written"
+                f"(tolerance {DEFAULT_TOLERANCE:g}); no results written{advice}"
             )
         self.scored_check.record(int(crops.shape[0]), diff)
 

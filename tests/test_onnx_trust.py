@@ -89,6 +89,22 @@ def honest(root, in_process, ckpt_xs) -> dict:
     return {"cache": cache, "real": real, "default": first, "given": read_json(root / "given" / "results.json")}
 
 
+@pytest.fixture(scope="module")
+def xs_metadata(tmp_path_factory, known_specs) -> Path:
+    """A file carrying only what an XS export records of itself (its architecture): the hostile graphs of
+    the structure tests copy it, so that nothing but their structure is wrong."""
+    from convnextpose_eval.backends.onnx_checks import arch_metadata
+
+    path = tmp_path_factory.mktemp("xs_metadata") / "xs.onnx"
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "stub",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])  # fmt: skip
+    model = helper.make_model(graph)
+    helper.set_model_props(model, arch_metadata(known_specs["XS"]))
+    onnx.save(model, path)
+    return path
+
+
 def _rewired(real: Path, out: Path, extra_nodes: list, extra_inits: list) -> Path:
     """``real`` with its output renamed ``raw`` and ``extra_nodes`` turning ``raw`` into ``coords``."""
     model = onnx.load(real)
@@ -220,27 +236,27 @@ def test_a_graph_right_only_on_a_batch_s_first_rows_is_stopped(honest, root, ckp
         (custom_domain_only, ("no standard ONNX opset", "com.example.hostile")),
     ],
 )
-def test_a_hostile_graph_is_refused_in_one_line_before_it_runs(build, fragments, honest, tmp_path):
-    path = build(honest["real"], tmp_path / "hostile.onnx", XS_INPUT)
+def test_a_hostile_graph_is_refused_in_one_line_before_it_runs(build, fragments, xs_metadata, tmp_path):
+    path = build(xs_metadata, tmp_path / "hostile.onnx", XS_INPUT)
     with pytest.raises(BackendError) as refused:
         read_onnx_file(path)
     message = str(refused.value)
     assert "\n" not in message and str(path) in message and all(f in message for f in fragments), message
 
 
-def test_an_operator_no_export_needs_is_refused_naming_the_node(honest, tmp_path):
+def test_an_operator_no_export_needs_is_refused_naming_the_node(xs_metadata, tmp_path):
     nodes = [helper.make_node("TopK", ["images", "k"], ["top", "where"], axis=3, name="the_topk"),
              helper.make_node("ReduceMean", ["top"], ["m"], axes=[1, 2, 3], keepdims=1),
              helper.make_node("Reshape", ["m", "col"], ["c"]), helper.make_node("Expand", ["c", "shape"], ["coords"])]
     inits = [numpy_helper.from_array(np.array([1], np.int64), "k"), numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "col"),
              numpy_helper.from_array(np.array([1, 18, 3], np.int64), "shape")]  # fmt: skip
-    path = graph_file(honest["real"], tmp_path / "topk.onnx", nodes, inits, XS_INPUT)
+    path = graph_file(xs_metadata, tmp_path / "topk.onnx", nodes, inits, XS_INPUT)
     with pytest.raises(BackendError, match=r"node 0 'the_topk' is a TopK"):
         read_onnx_file(path)
 
 
-def test_a_node_that_fails_only_when_run_is_one_line_naming_the_file(honest, tmp_path, known_specs):
-    path = fails_when_run(honest["real"], tmp_path / "fails.onnx", XS_INPUT)
+def test_a_node_that_fails_only_when_run_is_one_line_naming_the_file(xs_metadata, tmp_path, known_specs):
+    path = fails_when_run(xs_metadata, tmp_path / "fails.onnx", XS_INPUT)
     forward = OnnxRuntimeForward(path, known_specs["XS"])  # loads: the failure is in the data
     with pytest.raises(BackendError) as refused:
         forward.run(torch.zeros(2, 3, XS_INPUT, XS_INPUT))
@@ -281,11 +297,11 @@ def test_exports_of_the_network_by_other_exporters_still_run(opset, dynamo, tmp_
 
 
 @pytest.fixture(scope="module")
-def interrupted(honest, root, ckpt_xs) -> dict[tuple[str, int], tuple]:
+def interrupted(xs_metadata, root, ckpt_xs) -> dict[tuple[str, int], tuple]:
     """(what, signal) -> (the finished run, seconds from the signal to its end, its folder), for a run inside a
     slow but legal graph and for an export, each stopped by SIGINT and by SIGTERM. The four start together
     (most of their time is start-up); each is signalled once it is where the signal must reach it."""
-    slow = slow_graph(honest["real"], root / "slow.onnx", XS_INPUT, steps=600)
+    slow = slow_graph(xs_metadata, root / "slow.onnx", XS_INPUT, steps=600)
     started = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         run_dir = root / f"slow_run_{signum.name}"

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..network import ArchSpec, ConvNeXtPose, count_macs, count_parameters
-from .scored_check import DEFAULT_MIN_BATCHES, DEFAULT_SHARE
+from .scored_check import DEFAULT_MIN_BATCHES, DEFAULT_SHARE, fresh_seed
 
 # The weights were trained on 0..255 RGB values normalized with ImageNet's 0..1 statistics.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -24,6 +24,9 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 # ``check_crops(arch)``: a few real test crops (uint8 or 0..255 float, (N, 3, S, S)) for engines that check
 # a file against its checkpoint by running both; called only after every check that needs no data.
 CheckCrops = Callable[[ArchSpec], torch.Tensor]
+
+# What the evaluator needs of the scored-batch check (it sees this module only): the defaults and a fresh seed.
+__all__ = ["DEFAULT_MIN_BATCHES", "DEFAULT_SHARE", "CheckCrops", "Forward", "ForwardSource", "arch_model_info", "fresh_seed"]
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,8 @@ class OnnxRuntimeForward(Forward):
             )
         self.source_verified = True
         self.verification = {"checkpoint_sha256": info.get("sha256"), "tolerance": DEFAULT_TOLERANCE,
-                             "precheck_images": int(batch.shape[0]), "precheck_max_abs_diff": diff}  # fmt: skip
+                             "precheck_images": int(batch.shape[0]), "precheck_max_abs_diff": diff,
+                             "max_abs_diff": diff}  # fmt: skip
 
     # ------------------------------------------------------------------ proof on the scored batches
 
@@ -249,7 +250,10 @@ class OnnxRuntimeForward(Forward):
         checked = self.checkpoint_info if self.source_verified else None
         verification = self.verification
         if verification is not None and self.scored_check is not None and self.scored_check.seed is not None:
-            verification = {**verification, **self.scored_check.to_dict()}
+            scored = self.scored_check.to_dict()
+            # The largest difference of every comparison this run made, the pre-check's included.
+            scored["max_abs_diff"] = max(scored["max_abs_diff"], verification["precheck_max_abs_diff"])
+            verification = {**verification, **scored}
         return {
             "path": str(self.path.resolve()),
             "sha256": self.sha256,

@@ -16,8 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..backends import CheckCrops, Forward, ForwardSource, build_forward
-from ..backends.base import arch_model_info
-from ..backends.scored_check import DEFAULT_MIN_BATCHES, DEFAULT_SHARE, fresh_seed
+from ..backends.base import DEFAULT_MIN_BATCHES, DEFAULT_SHARE, arch_model_info, fresh_seed
 from ..checkpoint.architecture import match_variant
 from ..common.errors import EvalError
 from ..common.geometry import camera_to_heatmap, heatmap_to_camera

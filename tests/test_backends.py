@@ -94,7 +94,7 @@ def test_rooms_import_only_from_earlier_rooms():
 
 
 def test_the_evaluator_sees_only_the_forward_interface():
-    imports = _imported_rooms(PACKAGE / "evaluator.py")
+    imports = _imported_rooms(PACKAGE / "model" / "evaluator.py")
     assert {t for t in imports if t[0] == "backends"} <= {("backends",), ("backends", "base")}
     assert not [t for t in imports if any("onnx" in part or "pytorch" in part for part in t)], imports
     assert set(ENGINES) == {"pytorch", "onnxruntime"}

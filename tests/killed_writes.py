@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import resource
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,12 @@ from pathlib import Path
 
 from cli import cli_env
 
-from convnextpose_eval.results.files import PREDICTIONS_FILE, REPORT_HTML, RESULTS_FILE, WORST_CASES_PNG
+from convnextpose_eval.results.files import (
+    PREDICTIONS_FILE,
+    REPORT_HTML,
+    RESULTS_FILE,
+    WORST_CASES_PNG,
+)
 
 # The order a run writes its files in (results.json last), with the clean run's bytes.
 RUN_FILES = (PREDICTIONS_FILE, WORST_CASES_PNG, REPORT_HTML, RESULTS_FILE)

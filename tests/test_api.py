@@ -16,7 +16,14 @@ import pytest
 from cli import cli_env
 
 import convnextpose_eval
-from convnextpose_eval import ConfigError, DataError, EvalError, SweepError, evaluate, evaluate_sweep
+from convnextpose_eval import (
+    ConfigError,
+    DataError,
+    EvalError,
+    SweepError,
+    evaluate,
+    evaluate_sweep,
+)
 
 SAMPLE_P1 = 23  # test images of the sample on protocol 1 (S11)
 SMALL_RUN = ("experiment=demo", "variant=XS", "data.protocol=1", "trainer.progress_bar=false")

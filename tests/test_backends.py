@@ -19,12 +19,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx  # noqa: E402
 import pytest
 import torch
-
-import onnx  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
-
 from onnx_hostile import hand_made_graph  # noqa: E402
 
 from convnextpose_eval.backends import ForwardSource, build_forward  # noqa: E402
@@ -97,7 +95,7 @@ def test_both_engines_compute_the_same_coordinates_from_crops(tiny):
     assert described["backend"] == "onnxruntime" and described["precision"] == "32-true"
     onnx_info = described["onnx"]
     assert onnx_info["source_verified"] is True and onnx_info["verification"]["checkpoint_sha256"] == tiny["sha256"]
-    assert 0 <= onnx_info["verification"]["max_abs_diff"] <= 1e-3 and onnx_info["verification"]["check_images"] == 8
+    assert 0 <= onnx_info["verification"]["max_abs_diff"] <= 1e-3 and onnx_info["verification"]["precheck_images"] == 8
     assert by_onnx.checkpoint_info == by_torch.checkpoint_info and by_onnx.model_info() == by_torch.model_info()
 
 

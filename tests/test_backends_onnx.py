@@ -16,18 +16,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 import pytest
 import torch
 
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
+from convnextpose_eval.backends.onnx_checks import (
+    arch_from_metadata,
+    arch_metadata,
+    onnx_file_for,
+    read_onnx_arch,
+)
+from convnextpose_eval.backends.onnx_export import DEFAULT_TOLERANCE, export_onnx
+from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward as OnnxForward
 from convnextpose_eval.common.errors import BackendError
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 from convnextpose_eval.network.fuse import fold_batchnorm
-from convnextpose_eval.backends.onnx_checks import arch_from_metadata, arch_metadata, onnx_file_for, read_onnx_arch
-from convnextpose_eval.backends.onnx_export import DEFAULT_TOLERANCE, export_onnx
-from convnextpose_eval.backends.onnxruntime import OnnxRuntimeForward as OnnxForward
 
 # docs/protocol.md, "The four architectures": heatmap side, depth bins and head width of each released variant.
 HEATMAP_SIDE = {"XS": 32, "L": 64}

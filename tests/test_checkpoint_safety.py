@@ -37,8 +37,8 @@ from convnextpose_eval.checkpoint.architecture import (
     resolve_arch,
 )
 from convnextpose_eval.checkpoint.reader import LoadedCheckpoint, read_checkpoint
-from convnextpose_eval.config.compose import released_variants
 from convnextpose_eval.common.errors import CheckpointError
+from convnextpose_eval.config.compose import released_variants
 from convnextpose_eval.network import ArchSpec, ConvNeXtPose
 from convnextpose_eval.network.spec import specs_of
 

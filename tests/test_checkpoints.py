@@ -40,8 +40,8 @@ from convnextpose_eval.checkpoint.architecture import (
 )
 from convnextpose_eval.checkpoint.fetch import locate_checkpoint
 from convnextpose_eval.checkpoint.reader import read_checkpoint
-from convnextpose_eval.config.compose import released_variants
 from convnextpose_eval.common.errors import CheckpointError
+from convnextpose_eval.config.compose import released_variants
 from convnextpose_eval.network import ConvNeXtPose
 from convnextpose_eval.network.spec import specs_of
 from convnextpose_eval.sample.released_format import write_released_checkpoint

@@ -9,9 +9,9 @@ import warnings
 import pytest
 from omegaconf import OmegaConf
 
+from convnextpose_eval.common.errors import ConfigError
 from convnextpose_eval.common.launch import Launcher, check_launch, detect_launch
 from convnextpose_eval.config.compose import overrides_of
-from convnextpose_eval.common.errors import ConfigError
 
 TORCHRUN_RANK1 = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "TORCHELASTIC_RUN_ID": "x"}
 SRUN_TASK1 = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2"}

@@ -13,9 +13,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from convnextpose_eval.common.errors import ConfigError, EvalError
 from convnextpose_eval.config.checks import checked_config, quote_home_paths
 from convnextpose_eval.config.compose import composition_error
-from convnextpose_eval.common.errors import ConfigError, EvalError
 
 # docs/protocol.md, "The four architectures" and "The paper's figures and the bands", restated here so the configs are checked against the source, not themselves:
 # depths, dims, head channels, upsampling, depth_dim, paper MPJPE P2, paper PA-MPJPE P1, epoch in the file.

@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from convnextpose_eval.common.errors import DataError
 from convnextpose_eval.data import images
 from convnextpose_eval.data.images import read_image
-from convnextpose_eval.common.errors import DataError
 
 IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 WIDTH, HEIGHT = 160, 120

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from cli import PROJECT_ROOT, run_cli
-from doc_commands import CI_SCRIPT, NOT_RUN, RUN_BY_CI, commands_of, page_command, page_commands
+from doc_commands import (
+    CI_SCRIPT,
+    NOT_RUN,
+    RUN_BY_CI,
+    commands_of,
+    page_command,
+    page_commands,
+)
 
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 import mkdocs_hooks  # noqa: E402  (the site's hook lives in scripts/, not in the package)

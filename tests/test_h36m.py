@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convnextpose_eval.common.errors import DataError
 from convnextpose_eval.data import h36m
 from convnextpose_eval.data.h36m import TestIndex, check_images, load_test_index
-from convnextpose_eval.common.errors import DataError
 
 TestIndex.__test__ = False  # a dataclass named Test*: not a test class
 

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from convnextpose_eval.common.errors import DataError
 from convnextpose_eval.data import h36m
 from convnextpose_eval.data.h36m import TestIndex, load_test_index
-from convnextpose_eval.common.errors import DataError
 
 TestIndex.__test__ = False  # a dataclass named Test*: not a test class
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from convnextpose_eval.common.errors import DataError
 from convnextpose_eval.data import h36m
 from convnextpose_eval.data.h36m import load_test_index
-from convnextpose_eval.common.errors import DataError
 
 # Protocol 2 with RootNet boxes reads every one of these.
 SOURCES = tuple(f"annotations/Human36M_subject{s}_{kind}.json" for s in (9, 11) for kind in ("data", "camera", "joint_3d")) + (

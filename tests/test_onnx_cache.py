@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from cli import run_cli
-from onnx_hostile import hand_made_graph
 from conftest import VARIANTS
+from onnx_hostile import hand_made_graph
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,17 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 
 from convnextpose_eval.common.human36m import ACTION_NAMES, EVAL_JOINT_NAMES
-from convnextpose_eval.run.sweep import SweepReport
 from convnextpose_eval.report.entries import DEAD_JOB_ERROR
-from convnextpose_eval.results.paper import compare_to_paper, tolerance_band
 from convnextpose_eval.report.summary import format_summary
 from convnextpose_eval.report.sweep import write_sweep_report
-from convnextpose_eval.results.files import BENCHMARK_JSON, BENCHMARK_MD, BENCHMARK_PNG, REPORT_HTML
+from convnextpose_eval.results.files import (
+    BENCHMARK_JSON,
+    BENCHMARK_MD,
+    BENCHMARK_PNG,
+    REPORT_HTML,
+)
+from convnextpose_eval.results.paper import compare_to_paper, tolerance_band
+from convnextpose_eval.run.sweep import SweepReport
 
 BANDS = [(1.0, "excellent"), (2.0, "very good"), (5.0, "acceptable")]
 PAPER = {

@@ -15,8 +15,8 @@ from convnextpose_eval.results.paper import ORACLE_WARNING, SYNTHETIC_WARNING
 from convnextpose_eval.results.worst_cases import (
     GROUND_TRUTH_COLOUR,
     PREDICTION_COLOUR,
-    WorstCase,
     WARNING_COLOUR,
+    WorstCase,
     WorstCaseError,
     render_worst_cases,
     run_caption,

@@ -26,9 +26,9 @@ from convnextpose_eval.checkpoint.architecture import (
     match_variant,
 )
 from convnextpose_eval.checkpoint.reader import read_checkpoint
-from convnextpose_eval.config.compose import released_variants
 from convnextpose_eval.common.errors import DataError
 from convnextpose_eval.common.human36m import ACTION_NAMES, SKELETON
+from convnextpose_eval.config.compose import released_variants
 from convnextpose_eval.network import ConvNeXtPose
 from convnextpose_eval.network.spec import specs_of
 from convnextpose_eval.sample import generator as sample

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convnextpose_eval.data.h36m import load_test_index
 from convnextpose_eval.common.errors import DataError
+from convnextpose_eval.data.h36m import load_test_index
 from convnextpose_eval.sample import fullsize
 from convnextpose_eval.sample.generator import MARKER
 

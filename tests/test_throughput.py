@@ -16,6 +16,7 @@ from convnextpose_eval.run.evaluation import (
     inference_settings,
     run_settings,
 )
+from convnextpose_eval.run.plan import plan_run
 
 FIRST_BATCH_DELAY_S = 1.5
 
@@ -24,20 +25,20 @@ def test_the_first_batch_is_left_out_of_the_throughput(eval_root_with_sample, mo
     monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(eval_root_with_sample("throughput")))
     settings = checked_config(compose_config(["variant=XS", "data=sample", "backend=pytorch", "data.batch_size=16",
                                               "trainer.progress_bar=false"]))  # fmt: skip
-    module = build_evaluator(settings)
+    module = build_evaluator(plan_run(settings))
     datamodule = build_datamodule(settings, module.arch.input_size)
     calls = []
     predict = module.predict_coords
 
-    def slow_first_batch(images, backend=None):
+    def slow_first_batch(images, forward_pass=None):
         # A first batch as slow as a session's start-up: what it costs must not be charged to the images.
         if not calls:
             time.sleep(FIRST_BATCH_DELAY_S)
         calls.append(images.shape[0])
-        return predict(images, backend)
+        return predict(images, forward_pass)
 
     module.predict_coords = slow_first_batch
-    writer = ResultsWriter(tmp_path, run_settings(settings, None), inference_settings(settings, module.describe_backend()))
+    writer = ResultsWriter(tmp_path, run_settings(settings, None), inference_settings(settings, module.describe_engine()))
     build_trainer(settings, [writer]).test(module, datamodule=datamodule, verbose=False)
     speed = writer.results["throughput"]
     count = writer.results["num_samples"]

@@ -38,8 +38,8 @@ def test_mlflow_logs_one_run_per_sweep_job(demo_sweep_p1, tmp_path):
 
 
 def test_an_unreachable_mlflow_store_is_refused_in_one_line(tmp_path):
-    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
     from convnextpose_eval.common.errors import ConfigError
+    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
     from convnextpose_eval.run.tracking import build_logger
 
     blocked = tmp_path / "a_file"
@@ -54,8 +54,8 @@ def test_an_unreachable_mlflow_store_is_refused_in_one_line(tmp_path):
 def test_a_missing_tracking_library_is_one_line_with_its_install(monkeypatch, tmp_path):
     import importlib.util
 
-    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
     from convnextpose_eval.common.errors import ConfigError
+    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
     from convnextpose_eval.run.tracking import build_logger
 
     real = importlib.util.find_spec
@@ -73,8 +73,8 @@ def test_a_missing_tracking_library_is_one_line_with_its_install(monkeypatch, tm
     ],
 )
 def test_a_setting_of_another_logger_is_refused(tmp_path, fields, message):
-    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
     from convnextpose_eval.common.errors import ConfigError
+    from convnextpose_eval.config.schema import LoggerConfig, LoggerKind
     from convnextpose_eval.run.tracking import build_logger
 
     with pytest.raises(ConfigError, match=f"^{message}"):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..network import ArchSpec, ConvNeXtPose, count_macs, count_parameters
+from .scored_check import DEFAULT_MIN_BATCHES, DEFAULT_SHARE, fresh_seed
 
 # The weights were trained on 0..255 RGB values normalized with ImageNet's 0..1 statistics.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -23,6 +24,9 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 # ``check_crops(arch)``: a few real test crops (uint8 or 0..255 float, (N, 3, S, S)) for engines that check
 # a file against its checkpoint by running both; called only after every check that needs no data.
 CheckCrops = Callable[[ArchSpec], torch.Tensor]
+
+# What the evaluator needs of the scored-batch check (it sees this module only): the defaults and a fresh seed.
+__all__ = ["DEFAULT_MIN_BATCHES", "DEFAULT_SHARE", "CheckCrops", "Forward", "ForwardSource", "arch_model_info", "fresh_seed"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class ForwardSource:
     provider: str = "cpu"
     opset: int = 17
     check_crops: CheckCrops | None = None
+    # The share of scored batches an exported file also runs through the checkpoint's network, and the least.
+    check_share: float = DEFAULT_SHARE
+    check_min_batches: int = DEFAULT_MIN_BATCHES
 
 
 class Forward(torch.nn.Module, ABC):
@@ -79,6 +86,16 @@ class Forward(torch.nn.Module, ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """results.json's ``inference`` fields this engine decides: at least ``backend``; ``onnx`` for a file."""
+
+    def begin_scoring(self, num_batches: int, seed: int, rank: int = 0) -> None:
+        """Called as a run starts scoring ``num_batches`` batches (on this rank), with the run's fresh ``seed``:
+        an engine that proves itself on the scored batches draws them here. The checkpoint's own network has
+        nothing to prove."""
+
+    @property
+    def cross_checks(self) -> bool:
+        """Whether :meth:`begin_scoring` draws batches to compare with the checkpoint's network."""
+        return False
 
     def model_info(self) -> dict[str, Any]:
         """Architecture, parameter count and GFLOPs (multiply-accumulates) of the network that runs.

@@ -131,7 +131,8 @@ def cached_export(
             if _is_valid(path, key):
                 return CachedExport(path, True, digest)
             _record_path(path).unlink(missing_ok=True)
-            report = export_onnx(network, path, opset=int(key["opset"]), check_inputs=check_inputs(), source=source)
+            report = export_onnx(network, path, opset=int(key["opset"]), check_inputs=check_inputs(), source=source,
+                                 overwrite=True)  # the cache folder is the tool's own
             atomic_write_json(_record_path(path), {"tool": _TOOL, "key": key, "sha256": report.sha256,
                                                    "max_abs_diff": report.max_abs_diff})  # fmt: skip
     except OSError as exc:

@@ -174,7 +174,66 @@ class OnnxFile:
 
 
 def model_opset(model: Any) -> int:
-    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    """The standard (``ai.onnx``) opset; 0 for a model that imports none (refused by :func:`check_structure`)."""
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
+
+
+# --------------------------------------------------------------------------- structure: what may run at all
+
+# Every operator an export of ConvNeXtPose needs, and nothing that loops, branches or calls out. Measured
+# (2026-12-07, torch 2.13, tiny and released-shape networks, folded and not): torch.onnx.export with
+# dynamo=True at opsets 17-20 emits Add, BatchNormalization, Concat, Conv, Gather, MatMul, ReduceSum, Relu,
+# Reshape, Resize, Slice, Softmax, Unsqueeze; the TorchScript exporter (dynamo=False) at opsets 13-20 adds
+# Cast, Constant, Identity, Mul, Range and Shape. The rest are the same layers written another way by
+# other exporters and graph optimizers: a Softmax decomposed (Exp, ReduceMax, Sub, Div), a head as
+# Gemm/Flatten/Transpose, shapes built with ConstantOfShape/Expand/Squeeze, a mean as ReduceMean.
+# docs/onnx-trust.md lists the set and why.
+ALLOWED_OPS = frozenset({
+    "Add", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Exp", "Expand",
+    "Flatten", "Gather", "Gemm", "Identity", "MatMul", "Mul", "Range", "ReduceMax", "ReduceMean", "ReduceSum",
+    "Relu", "Reshape", "Resize", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "Transpose", "Unsqueeze",
+})  # fmt: skip
+CONTROL_FLOW_OPS = frozenset({"Loop", "If", "Scan"})
+# Exporters write the standard domain as "" (or its long name); no export of this network needs another.
+_STANDARD_DOMAINS = ("", "ai.onnx")
+# The opsets the allowed operators are checked at: ONNX Runtime runs them all, and third-party exports of
+# this network use them (13 is the oldest with the Softmax, Squeeze and Unsqueeze forms exporters emit).
+MIN_OPSET, MAX_OPSET = 13, 21
+
+
+def check_structure(path: Path, model: Any) -> None:
+    """Refuse, in one line naming the node, a graph that could do more than this network's arithmetic.
+
+    Checked on the parsed file before anything runs: a standard opset in the supported range, no local
+    functions, no node of another domain, no control flow (a ``Loop`` need never end), no subgraph, and
+    only operators of :data:`ALLOWED_OPS`. Whether the arithmetic is the checkpoint's is decided by
+    running it (``onnxruntime.py``); this only bounds what a file can make the runtime do.
+    """
+    domains = [entry.domain or "ai.onnx" for entry in model.opset_import]
+    opset = model_opset(model)
+    if opset == 0:
+        raise BackendError(
+            f"{path}: imports no standard ONNX opset (only {', '.join(domains) or 'none'}); "
+            "a ConvNeXtPose export uses standard operators only"
+        )
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BackendError(f"{path}: uses ONNX opset {opset}; exports of this network are read at opsets {MIN_OPSET} to {MAX_OPSET}")
+    if len(model.functions):
+        function = model.functions[0]
+        raise BackendError(f"{path}: defines its own function '{function.domain}.{function.name}'; refused (no export of this network needs one)")
+    for index, node in enumerate(model.graph.node):
+        where = f"node {index} '{node.name}'" if node.name else f"node {index}"
+        if node.domain not in _STANDARD_DOMAINS:
+            raise BackendError(f"{path}: {where} is {node.domain}.{node.op_type}, an operator outside the standard ONNX domain; refused")
+        if node.op_type in CONTROL_FLOW_OPS:
+            raise BackendError(f"{path}: {where} is a {node.op_type} (control flow); refused before running it: a ConvNeXtPose export has none")
+        if any(attribute.HasField("g") or len(attribute.graphs) for attribute in node.attribute):
+            raise BackendError(f"{path}: {where} ({node.op_type}) carries a subgraph; refused")
+        if node.op_type not in ALLOWED_OPS:
+            raise BackendError(
+                f"{path}: {where} is a {node.op_type}, an operator no export of this network needs; refused "
+                "(the allowed set is in docs/onnx-trust.md)"
+            )
 
 
 def _read_model_bytes(path: Path) -> bytes:
@@ -278,6 +337,7 @@ def _read_onnx_file(path: Path) -> OnnxFile:
         raise BackendError(f"{path}: is truncated or not an ONNX model (it does not parse: {first_line(exc)})") from None
     if not model.graph.node or not model.opset_import:
         raise BackendError(f"{path}: is truncated or not an ONNX model (it parses to no graph or no opset)")
+    check_structure(path, model)
     contents = _inline_external_data(path, model)
     try:
         onnx.checker.check_model(model)

@@ -39,7 +39,7 @@ from .onnx_checks import (
     model_opset,
     require,
 )
-from .ort_session import PROVIDERS, make_session
+from .ort_session import PROVIDERS, make_session, run_session
 
 # A refusal gate, not an accuracy claim (the measured difference is reported). Float32 reordering
 # between PyTorch's and ONNX Runtime's kernels moves the coordinates by about 1e-5 heatmap units on
@@ -52,6 +52,10 @@ DEFAULT_TOLERANCE = 1e-3
 EXPORTER = "torch.onnx.export(dynamo=True)"
 # How the exported graph arranges the network (part of the export cache's key): the soft-argmax as moments.
 GRAPH_FORM = "soft-argmax-moments"
+
+# The metadata_props entry every file this tool writes carries: how an earlier export is told from a user's file.
+TOOL_KEY = METADATA_PREFIX + "tool"
+TOOL_NAME = "convnextpose-eval"
 
 _CHECK_SEED = 20230601
 _CHECK_BATCH = 3
@@ -112,6 +116,33 @@ class ExportedGraph(torch.nn.Module):
         return soft_argmax_3d_moments(self.network.heatmaps(images), spec.joint_num, spec.depth_dim, self.moment_table)
 
 
+def written_by_this_tool(path: Path) -> bool:
+    """Whether ``path`` is an ONNX model this tool exported: its metadata names the tool (files exported before
+    the tool recorded its name carry the architecture entries only, which nothing else writes)."""
+    onnx = require("onnx")
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except Exception:  # noqa: BLE001 - unreadable, not protobuf, not ONNX: in any case not ours
+        return False
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    return props.get(TOOL_KEY) == TOOL_NAME or f"{METADATA_PREFIX}depths" in props
+
+
+def check_replaceable(path: Path, overwrite: bool) -> None:
+    """Refuse, in one line, to replace anything at ``path`` but an export of this tool (unless ``overwrite``)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir():
+        raise BackendError(f"{path}: is a folder; not replaced by an ONNX file")
+    if not path.is_file():
+        raise BackendError(f"{path}: exists and is not a regular file; not replaced")
+    if not overwrite and not written_by_this_tool(path):
+        raise BackendError(
+            f"{path}: exists and was not written by {TOOL_NAME} (no {TOOL_KEY} entry in its metadata); not replaced: "
+            "choose another export.path, or set export.overwrite=true to replace it"
+        )
+
+
 def check_images(path: Path, check_inputs: torch.Tensor | None, size: int) -> torch.Tensor:
     """``check_inputs`` as contiguous CPU float32, or three seeded random images when none are given."""
     if check_inputs is None:
@@ -152,6 +183,7 @@ def export_onnx(
     check_inputs: torch.Tensor | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     source: Mapping[str, str] | None = None,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Export ``network`` in eval mode (folded or not) and write it only if ONNX Runtime reproduces it.
 
@@ -160,9 +192,11 @@ def export_onnx(
     runs ``check_inputs`` (default: three seeded random images) as one batch and the first image
     alone; if any coordinate differs from PyTorch's by more than ``tolerance`` heatmap units, or
     is not finite, nothing is written. The write is atomic. ``source`` (``file``, ``sha256`` of the
-    checkpoint) is stored in the metadata too, so a results.json can name the weights behind a file.
+    checkpoint) is stored in the metadata too, so a results.json can name the weights behind a file. An
+    existing file at ``path`` is replaced only when this tool wrote it, or with ``overwrite``.
     """
     path = Path(path)
+    check_replaceable(path, overwrite)
     onnx = require("onnx")
     ort = require("onnxruntime")
     require("onnxscript")
@@ -184,7 +218,7 @@ def export_onnx(
         )
     props = {entry.key: entry.value for entry in model.metadata_props}
     provenance = {f"{METADATA_PREFIX}source.{key}": str(value) for key, value in (source or {}).items()}
-    onnx.helper.set_model_props(model, {**props, **arch_metadata(arch), **provenance})
+    onnx.helper.set_model_props(model, {**props, **arch_metadata(arch), **provenance, TOOL_KEY: TOOL_NAME})
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
@@ -194,8 +228,8 @@ def export_onnx(
         session = make_session(ort, data, [PROVIDERS["cpu"]])
     except Exception as exc:  # onnxruntime's Fail / InvalidGraph / NotImplemented ...
         raise BackendError(f"{path}: not written: onnxruntime cannot load the exported model ({first_line(exc)})") from exc
-    got_batch = session.run([OUTPUT_NAME], {INPUT_NAME: check.numpy()})[0]
-    got_single = session.run([OUTPUT_NAME], {INPUT_NAME: check[:1].numpy()})[0]
+    got_batch = run_session(session, ort, [OUTPUT_NAME], {INPUT_NAME: check.numpy()}, path)[0]
+    got_single = run_session(session, ort, [OUTPUT_NAME], {INPUT_NAME: check[:1].numpy()}, path)[0]
     if not (np.isfinite(expected).all() and np.isfinite(got_batch).all() and np.isfinite(got_single).all()):
         raise BackendError(f"{path}: not written: PyTorch or ONNX Runtime produced non-finite coordinates on the check inputs")
     if got_batch.shape != expected.shape or got_single.shape != expected[:1].shape:
@@ -206,6 +240,7 @@ def export_onnx(
             f"{path}: not written: ONNX Runtime's coordinates differ from PyTorch's by up to {max_diff:.3g} "
             f"heatmap units (tolerance {tolerance:g})"
         )
+    check_replaceable(path, overwrite)  # again: a file may have appeared there while the network was exported
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:

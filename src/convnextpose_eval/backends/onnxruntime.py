@@ -2,11 +2,15 @@
 
 Only the network call changes: normalization, the flip test, back-projection and the metrics are the
 evaluator's shared code, so an exported model is scored exactly as PyTorch's. Provenance is decided
-by computation, never by the file's own metadata: with a checkpoint known (``ckpt_path``, or the
-cached export made from it), the file and the checkpoint's own network run the same real test crops
-(and their mirror images) before any scoring, and a file whose coordinates differ by more than the
-export tolerance, or whose weights are not float32, is refused. Without a checkpoint the file is
-scored but recorded as unverified: its parameter count and precision are read off its own weights.
+by computation, never by the file's own metadata. With a checkpoint known (``ckpt_path``, or the
+cached export made from it, a cache hit included), a few real test crops and their mirrors run through
+both before any scoring (a quick refusal of a plainly wrong file), and then a share of the very batches
+being scored, drawn at random from a fresh seed each run (``scored_check.py``), runs through the
+checkpoint's network too: a coordinate beyond the export tolerance stops the run with no results. The
+structure of the file (no control flow, only the operators an export of this network needs) is checked
+before anything runs (``onnx_checks.py``). Without a checkpoint the file is scored but recorded as
+unverified: its parameter count and precision are read off its own weights. docs/onnx-trust.md says what
+this proves.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from .onnx_checks import (
     stored_weights,
 )
 from .onnx_export import DEFAULT_TOLERANCE
-from .ort_session import make_session, providers_for
+from .ort_session import make_session, providers_for, run_session
 from .pytorch import PyTorchForward
+from .scored_check import ScoredCheck
 
 _RANDOM_CHECK_SEED = 20230602
 _RANDOM_CHECK_CROPS = 4
@@ -62,10 +67,14 @@ class OnnxRuntimeForward(Forward):
         self.verification: dict[str, Any] | None = None
         self.cache: dict[str, Any] | None = None
         self._input: torch.Tensor | None = None
+        # The checkpoint's own network, kept to cross-check scored batches (set by ``build`` when one is known).
+        self.reference: PyTorchForward | None = None
+        self.scored_check: ScoredCheck | None = None
         self._open()
 
     def _open(self) -> None:
         ort = require("onnxruntime")
+        self._ort = ort
         providers = providers_for(ort, self.provider)
         file = read_onnx_file(self.path)
         self.sha256 = file.sha256
@@ -103,6 +112,8 @@ class OnnxRuntimeForward(Forward):
                 forward.verify(reference, _check_crops(source, arch))
         if reference is not None:
             forward.checkpoint_info = reference.checkpoint_info
+            forward.reference = reference
+            forward.scored_check = ScoredCheck(source.check_share, source.check_min_batches)
         return forward
 
     @staticmethod
@@ -174,8 +185,40 @@ class OnnxRuntimeForward(Forward):
                 f"coordinates differ by up to {diff:.3g} heatmap units (tolerance {DEFAULT_TOLERANCE:g}); export that checkpoint again"
             )
         self.source_verified = True
-        self.verification = {"checkpoint_sha256": info.get("sha256"), "check_images": int(batch.shape[0]),
-                             "max_abs_diff": diff, "tolerance": DEFAULT_TOLERANCE}  # fmt: skip
+        self.verification = {"checkpoint_sha256": info.get("sha256"), "tolerance": DEFAULT_TOLERANCE,
+                             "precheck_images": int(batch.shape[0]), "precheck_max_abs_diff": diff,
+                             "max_abs_diff": diff}  # fmt: skip
+
+    # ------------------------------------------------------------------ proof on the scored batches
+
+    @property
+    def cross_checks(self) -> bool:
+        return self.reference is not None and self.scored_check is not None
+
+    def begin_scoring(self, num_batches: int, seed: int, rank: int = 0) -> None:
+        if self.scored_check is not None:
+            self.scored_check.plan(num_batches, seed, rank)
+
+    def _cross_check(self, crops: torch.Tensor, coords: torch.Tensor) -> None:
+        """Run a drawn scored batch through the checkpoint's network too; stop the run on any difference."""
+        assert self.reference is not None and self.scored_check is not None
+        index = self.scored_check.batches_scored - 1
+        expected = self.reference(crops).float()
+        name = (self.checkpoint_info or {}).get("path", "its checkpoint")
+        if expected.shape != coords.shape or not bool(torch.isfinite(coords).all()):
+            raise BackendError(
+                f"{self.path}: on scored batch {index} it returns {tuple(coords.shape)} coordinates (or non-finite ones) "
+                f"where {name} gives {tuple(expected.shape)}; no results written"
+            )
+        diff = float((coords.to(expected.device) - expected).abs().max())
+        advice = "; it is a cached export that was replaced: delete it to export again" if self.cache else ""
+        if not diff <= DEFAULT_TOLERANCE:
+            raise BackendError(
+                f"{self.path}: does not compute the network of {name}: on scored batch {index} ({crops.shape[0]} images, "
+                f"drawn at random for a cross-check) its coordinates differ by up to {diff:.3g} heatmap units "
+                f"(tolerance {DEFAULT_TOLERANCE:g}); no results written{advice}"
+            )
+        self.scored_check.record(int(crops.shape[0]), diff)
 
     # ------------------------------------------------------------------ running and describing
 
@@ -187,14 +230,17 @@ class OnnxRuntimeForward(Forward):
         if self._input is None or self._input.shape != crops.shape:
             with torch.inference_mode(False):  # a normal tensor, writable in and out of inference mode
                 self._input = torch.empty(crops.shape, dtype=torch.float32)
-        return self.run(self.normalize(crops.cpu(), out=self._input)).float().to(crops.device)
+        coords = self.run(self.normalize(crops.cpu(), out=self._input)).float().to(crops.device)
+        if self.scored_check is not None and self.scored_check.seed is not None and self.scored_check.next_batch_is_checked():
+            self._cross_check(crops, coords)
+        return coords
 
     def run(self, images: torch.Tensor) -> torch.Tensor:
         size = self.arch.input_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
             raise BackendError(f"{self.path}: takes (B, 3, {size}, {size}) images, got {tuple(images.shape)}")
         array = images.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
-        coords = self._session.run([self._output_name], {self._input_name: array})[0]
+        coords = run_session(self._session, self._ort, [self._output_name], {self._input_name: array}, self.path)[0]
         return torch.from_numpy(coords).to(images.device)
 
     def info(self) -> dict[str, Any]:
@@ -202,6 +248,12 @@ class OnnxRuntimeForward(Forward):
         recorded_sha = self.metadata.get(METADATA_PREFIX + SOURCE_SHA256_KEY)
         recorded_file = self.metadata.get(METADATA_PREFIX + SOURCE_FILE_KEY)
         checked = self.checkpoint_info if self.source_verified else None
+        verification = self.verification
+        if verification is not None and self.scored_check is not None and self.scored_check.seed is not None:
+            scored = self.scored_check.to_dict()
+            # The largest difference of every comparison this run made, the pre-check's included.
+            scored["max_abs_diff"] = max(scored["max_abs_diff"], verification["precheck_max_abs_diff"])
+            verification = {**verification, **scored}
         return {
             "path": str(self.path.resolve()),
             "sha256": self.sha256,
@@ -210,7 +262,7 @@ class OnnxRuntimeForward(Forward):
             "onnxruntime_version": self._runtime_version,
             "opset": self.opset,
             "source_verified": self.source_verified,
-            "verification": self.verification,
+            "verification": verification,
             "source_checkpoint_sha256": checked["sha256"] if checked else recorded_sha,
             "source_checkpoint_file": Path(checked["path"]).name if checked else recorded_file,
             "stored_params": self.stored_params,
@@ -229,6 +281,7 @@ class OnnxRuntimeForward(Forward):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_session", None)
+        state.pop("_ort", None)
         state["_input"] = None
         return state
 

@@ -3,11 +3,14 @@ threads that sleep when idle."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..common.errors import BackendError
+from .onnx_checks import first_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Exact float32 first: ONNX Runtime's CUDA provider runs float32 convolutions and products in TF32 unless told not to.
@@ -42,3 +45,46 @@ def make_session(ort: Any, data: bytes, providers: list[str]) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(data, options, providers=[(name, PROVIDER_OPTIONS.get(name, {})) for name in providers])
+
+
+# How often the waiting thread wakes so that Python runs a signal handler: a Ctrl-C or SIGTERM is
+# answered within this, plus the time ONNX Runtime takes to finish the node it is in.
+_WAKE_S = 0.05
+# How long a stopped run may take to notice its terminate flag before the process goes on without it.
+_STOP_WAIT_S = 5.0
+
+
+def run_session(session: Any, ort: Any, outputs: list[str], feeds: dict[str, Any], path: Path | str) -> list[Any]:
+    """``session.run`` that a signal can stop, and whose failure is one line naming ``path``.
+
+    Python runs signal handlers only in the main thread and only between bytecodes, never while that
+    thread is inside ONNX Runtime's native ``run``: a graph that runs for minutes would ignore Ctrl-C and
+    SIGTERM. So the run happens in a worker thread while this thread waits in short joins; when a handler
+    raises (KeyboardInterrupt, or the evaluation's interrupt), ONNX Runtime's ``RunOptions.terminate``
+    stops the run between nodes, and the exception goes on up. A node that fails while running
+    (ONNX Runtime's Fail, RuntimeException, ...) is a :class:`BackendError` naming the file.
+    """
+    options = ort.RunOptions()
+    done: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            done["result"] = session.run(outputs, feeds, options)
+        except BaseException as exc:  # noqa: BLE001 - carried to the waiting thread, which decides
+            done["error"] = exc
+        finally:
+            finished.set()
+
+    # Waiting on an Event, not Thread.join: a join interrupted by a signal can mark a running thread as ended.
+    threading.Thread(target=work, name="onnxruntime-run", daemon=True).start()
+    try:
+        while not finished.wait(_WAKE_S):
+            pass
+    except BaseException:
+        options.terminate = True
+        finished.wait(_STOP_WAIT_S)
+        raise
+    if "error" in done:
+        raise BackendError(f"{path}: onnxruntime failed while running it ({first_line(done['error'])})") from None
+    return done["result"]

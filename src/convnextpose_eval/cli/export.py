@@ -15,9 +15,13 @@ reads. The last line printed is one JSON object.
 
 from __future__ import annotations
 
+import gc
 import json
 import shlex
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from ..config.help import HELP_FLAGS, command_help
 from ..config.schema import EvalConfig, Strategy
 from ..model.evaluator import PoseEvaluator
 from ..run.evaluation import build_datamodule, build_evaluator, quiet_lightning
+from ..run.failures import RunInterrupted
 from ..run.plan import PYTORCH, plan_run
 from ..sample.generator import ensure_sample
 
@@ -96,13 +101,31 @@ def run_export(settings: EvalConfig) -> tuple[ExportReport, dict[str, Any]]:
         opset=settings.export.opset,
         check_inputs=check_crops(settings, module),
         source={"file": Path(checkpoint["path"]).name, "sha256": checkpoint["sha256"]},
+        overwrite=settings.export.overwrite,
     )
     return report, {"variant": variant, "checkpoint": checkpoint["path"], "checkpoint_sha256": checkpoint["sha256"],
                     "data_root": str(settings.data.root)}  # fmt: skip
 
 
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`RunInterrupted` while the export runs, so the atomic write removes its
+    temporary file on the way out and ``main`` says so in one line; the previous handlers come back after."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Export, print what was written; any failure is one ``error:`` line and exit status 2, with no file written."""
+    """Export, print what was written; any failure is one ``error:`` line and exit status 2, with no file written;
+    Ctrl-C or SIGTERM is one line and exit 130 or 143, with no file (temporary or final) written."""
     quiet_lightning()
     overrides = quote_home_paths(list(sys.argv[1:] if argv is None else argv))
     from hydra.errors import HydraException
@@ -116,11 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        settings, from_sample = export_settings(overrides)
-        report, source = run_export(settings)
+        with _interruptible():
+            settings, from_sample = export_settings(overrides)
+            report, source = run_export(settings)
     except (EvalError, HydraException, OmegaConfBaseException) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, RunInterrupted) else int(signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name}; no file written", file=sys.stderr)
+        gc.freeze()  # no final full garbage collection of a large heap: the process ends now
+        return 128 + signum
     crops = "the bundled synthetic sample" if from_sample else source["data_root"]
     size_mb = report.path.stat().st_size / 1e6
     print(f"wrote {report.path} (ConvNeXtPose-{source['variant']}, ONNX opset {report.opset}, {size_mb:.1f} MB, dynamic batch)")

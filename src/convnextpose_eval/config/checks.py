@@ -144,6 +144,9 @@ def checked_config(cfg: DictConfig) -> EvalConfig:
     _require(deploy.warmup >= 0, f"deploy.warmup={deploy.warmup}: must be 0 or more")
     _require(deploy.threads is None or deploy.threads >= 1, f"deploy.threads={deploy.threads}: must be null or at least 1")
     _require(settings.export.opset >= 7, f"export.opset={settings.export.opset}: ONNX opsets start at 7")
+    share, least = settings.onnx_check.share, settings.onnx_check.min_batches
+    _require(0 < share <= 1, f"onnx_check.share={share}: must be above 0 and at most 1 (the share of scored batches cross-checked)")
+    _require(least >= 1, f"onnx_check.min_batches={least}: must be at least 1")
     _check_bands(settings.report.tolerance_bands)
     _require(0 <= settings.report.worst_frames <= MAX_WORST_FRAMES,
              f"report.worst_frames={settings.report.worst_frames}: must be 0 to {MAX_WORST_FRAMES} (each adds up to 50 kB to report.html)")  # fmt: skip

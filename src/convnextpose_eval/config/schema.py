@@ -188,6 +188,15 @@ class BenchConfig:
 class ExportConfig:
     path: Optional[Path] = setting("the ONNX file (FILE.onnx) or folder to write (null: <output_root>/onnx/)", None)
     opset: int = setting("the ONNX opset", 17)
+    overwrite: bool = setting("replace an existing file this tool did not write (a file it exported is always replaced)", False)
+
+
+@dataclass
+class OnnxCheckConfig:
+    """Proof of an exported file on the scored batches (docs/onnx-trust.md)."""
+
+    share: float = setting("share of scored batches also run through the checkpoint's PyTorch network, drawn at random each run", 0.0625)
+    min_batches: int = setting("fewest batches cross-checked in a run (all of them when it has fewer)", 2)
 
 
 @dataclass
@@ -244,6 +253,7 @@ class EvalConfig:
     bench: BenchConfig = setting("the speed measurement (convnextpose-eval bench)", factory=BenchConfig)
     export: ExportConfig = setting("the ONNX export (convnextpose-eval export)", factory=ExportConfig)
     deploy: DeployConfig = setting("the deployed-formats matrix (convnextpose-eval deploy)", factory=DeployConfig)
+    onnx_check: OnnxCheckConfig = setting("cross-checks of an exported file against its checkpoint on the scored batches", factory=OnnxCheckConfig)
     sweep: SweepConfig = setting("sweep behaviour (sweep.resume)", factory=SweepConfig)
     logger: LoggerConfig = setting("run tracking (logger=none|csv|tensorboard|mlflow)", factory=LoggerConfig)
 

@@ -12,7 +12,6 @@ formats go on.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import platform
@@ -35,13 +34,14 @@ from ..common.human36m import (
     PROTOCOL_SUBJECTS,
     ROOT_INDEX,
 )
-from ..config.schema import SAMPLE_MARKER, Backend, EvalConfig
+from ..config.schema import SAMPLE_MARKER, EvalConfig
 from ..metrics import METRIC_NAMES, PoseMetrics
 from ..model.evaluator import PoseEvaluator
 from ..report.compare import paired_bootstrap
 from ..results.paper import SYNTHETIC_WARNING
 from ..results.records import TOOL_NAME
 from ..run.evaluation import build_datamodule, build_evaluator
+from ..run.plan import PYTORCH, plan_run
 from .calibration import TRAINING_SUBJECTS, CalibrationSet, read_calibration_set
 from .converters import Built, Converter, open_user_file, version
 from .formats import BY_NAME, FORMAT_NAMES, REFERENCE, USER_PREFIX, skip_reason
@@ -125,7 +125,7 @@ def score(module: PoseEvaluator, forward: RunnerForward, crops: TestCrops, batch
     for start in range(0, crops.count, batch_size):
         part = slice(start, start + batch_size)
         with torch.inference_mode():
-            coords = module.predict_coords(batch["image"][part], backend=forward)
+            coords = module.predict_coords(batch["image"][part], forward_pass=forward)
         pred = heatmap_to_camera(coords.double(), bbox=batch["bbox"][part], root_depth=batch["root_cam"][part, 2],
                                  focal=batch["focal"][part], center=batch["center"][part], heatmap_size=module.arch.heatmap_size,
                                  depth_dim=module.arch.depth_dim, depth_range=DEPTH_RANGE_MM)  # fmt: skip
@@ -148,7 +148,7 @@ class Matrix:
     """Builds, checks, scores and times the formats of one checkpoint; :meth:`run` returns deploy_results.json's record."""
 
     def __init__(self, settings: EvalConfig, folder: Path, progress: Any = None) -> None:
-        self.settings = dataclasses.replace(settings, backend=Backend.pytorch, onnx_path=None)
+        self.settings = settings
         self.folder = folder
         self.deploy = settings.deploy
         self.threads = self.deploy.threads or torch.get_num_threads()
@@ -162,8 +162,9 @@ class Matrix:
         check_user_files(user_files)
         user_paths = {USER_PREFIX + path.name: path for path in user_files}
         torch.set_num_threads(self.threads)
-        module = build_evaluator(self.settings)
-        reference = module.backend
+        module = build_evaluator(plan_run(self.settings, engine=PYTORCH, purpose="deploy builds every format from the "
+                                          "checkpoint's PyTorch network; score your own files with deploy.files=[...]"))  # fmt: skip
+        reference = module.forward_pass
         assert isinstance(reference, PyTorchForward) and module.arch is not None
         self.progress("reading the test crops")
         crops = read_test_crops(self.settings, module.arch.input_size)

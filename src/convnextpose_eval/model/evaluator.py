@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..backends import Forward, ForwardSource, build_forward
-from ..backends.base import arch_model_info
+from ..backends.base import arch_model_info, fresh_seed
 from ..checkpoint.architecture import match_variant
 from ..common.errors import EvalError
 from ..common.geometry import camera_to_heatmap, heatmap_to_camera
@@ -91,6 +91,30 @@ class PoseEvaluator(pl.LightningModule):
         """results.json's ``inference`` fields the engine decides (``backend``, and ``onnx`` for a file)."""
         return self.forward_pass.describe() if self.forward_pass is not None else {"backend": self.engine}
 
+    def on_test_epoch_start(self) -> None:
+        """An engine that proves itself on the scored batches draws them now, from one fresh seed for the run
+        (rank 0's, sent to every rank) and the number of batches this rank will score."""
+        if self.forward_pass is None or not self.forward_pass.cross_checks:
+            return
+        seed = int(self.trainer.strategy.broadcast(fresh_seed(), src=0))
+        self.forward_pass.begin_scoring(int(self.trainer.num_test_batches[0]), seed, self.global_rank)
+
+    def scored_backend_info(self) -> dict[str, Any] | None:
+        """``describe_engine()["onnx"]`` after scoring, its cross-check figures summed (images, batches) and
+        maximized (difference) over every rank. Called on every rank (it gathers)."""
+        info = self.onnx_info
+        if info is None or self.forward_pass is None or not self.forward_pass.cross_checks:
+            return info
+        verification = dict(info.get("verification") or {})
+        figures = torch.tensor([float(verification.get(key) or 0) for key in _SUMMED + ("max_abs_diff",)], dtype=torch.float64)
+        gathered = self.all_gather(figures.to(self.device)).double().cpu().reshape(-1, figures.numel())
+        for column, key in enumerate(_SUMMED):
+            verification[key] = int(gathered[:, column].sum())
+        verification["max_abs_diff"] = float(gathered[:, -1].max())
+        # With the flip test each test image and its mirror are two inputs of one batch: the count in test images.
+        verification["images_checked"] = verification["inputs_checked"] // (2 if self.flip_test else 1)
+        return {**info, "verification": verification, "source_verified": bool(info.get("source_verified")) and verification["images_checked"] > 0}
+
     def model_info(self) -> dict[str, Any]:
         """Architecture, parameter count and GFLOPs of the network that ran (see ``Forward.model_info``)."""
         assert self.arch is not None
@@ -139,6 +163,10 @@ class PoseEvaluator(pl.LightningModule):
             "bbox": batch["bbox"], "root_cam": batch["root_cam"], "cached": batch["cached"],
         }  # fmt: skip
 
+
+
+# The cross-check figures that add up over ranks.
+_SUMMED = ("batches_scored", "batches_checked", "inputs_checked")
 
 
 def check_finite(pred_cam: torch.Tensor, image_ids: torch.Tensor, source: str | None) -> None:

@@ -10,6 +10,7 @@ launching process through ``trainer.callback_metrics``, which Lightning returns 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -121,12 +122,15 @@ class ResultsWriter(pl.Callback):
         finished = time.perf_counter()
         seconds = finished - self._started
         warmup_images = int(self.warmup_images.compute())
+        inference = self.inference
+        if inference.onnx is not None:  # what the scored batches showed of the file (gathered from every rank)
+            inference = dataclasses.replace(inference, onnx=pl_module.scored_backend_info())
         failure: EvalError | None = None
         if trainer.is_global_zero:
             rows.sort(key=lambda row: row["index"])
             results = RunResults(
                 settings=self.settings,
-                inference=self.inference,
+                inference=inference,
                 scores=scores,
                 checkpoint=CheckpointInfo(**pl_module.checkpoint_info) if pl_module.checkpoint_info else None,
                 model=ModelInfo(**pl_module.model_info()),

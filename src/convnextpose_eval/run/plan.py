@@ -79,6 +79,8 @@ class RunPlan:
             provider=settings.onnx_provider.value,
             opset=settings.export.opset,
             check_crops=check_crops,
+            check_share=settings.onnx_check.share,
+            check_min_batches=settings.onnx_check.min_batches,
         )
 
     def with_cached_export(self) -> "RunPlan":

@@ -208,11 +208,12 @@ def test_the_top_of_a_page_says_what_was_proven_about_the_weights():
     unchecked = weights_record({"inference": {"onnx": {**onnx, "source_verified": False}}, "checkpoint": None})
     assert len(unchecked) == 1 and unchecked[0]["sha256"] == "ab" * 32
     assert unchecked[0]["proof"].startswith("NOT checked against a checkpoint (the file says it was exported from ConvNeXtPose_XS.tar)")
-    verification = {"checkpoint_sha256": "cd" * 32, "check_images": 8, "max_abs_diff": 1.2e-05, "tolerance": 0.001}
+    verification = {"checkpoint_sha256": "cd" * 32, "images_checked": 32, "batches_checked": 2, "batches_scored": 4,
+                    "seed": 1234, "max_abs_diff": 1.2e-05, "tolerance": 0.001}  # fmt: skip
     checkpoint = {"path": "/ckpt/ConvNeXtPose_XS.tar", "sha256": "cd" * 32, "epoch": 68, "detected_variant": "XS", "key_style": "modern"}
     checked = weights_record({"inference": {"onnx": {**onnx, "source_verified": True, "verification": verification}}, "checkpoint": checkpoint})
     assert [record["sha256"] for record in checked] == ["ab" * 32, "cd" * 32]
-    assert "compared with checkpoint ConvNeXtPose_XS.tar" in checked[0]["proof"] and "on 8 test crops" in checked[0]["proof"]
+    assert "compared with checkpoint ConvNeXtPose_XS.tar" in checked[0]["proof"] and "on 32 of the scored test images (2 of 4 batches, drawn with seed 1234)" in checked[0]["proof"]
     assert "1.2e-05 within tolerance 0.001" in checked[0]["proof"]
     assert "weights_only=True" in checked[1]["proof"] and "released XS architecture" in checked[1]["proof"]
     [oracle] = weights_record({"oracle": True, "checkpoint": None, "inference": {"backend": "pytorch"}})

@@ -134,8 +134,10 @@ def weights_record(results: Mapping[str, Any]) -> list[dict[str, str]]:
         if onnx.get("source_verified"):
             proof = (f"outputs compared with checkpoint {onnx.get('source_checkpoint_file') or '?'} "
                      f"(sha256 {onnx.get('source_checkpoint_sha256') or verification.get('checkpoint_sha256') or '?'}) on "
-                     f"{verification.get('check_images', '?')} test crops before scoring: largest difference "
-                     f"{_short(verification.get('max_abs_diff'))} within tolerance {_short(verification.get('tolerance'))}")  # fmt: skip
+                     f"{verification.get('images_checked', '?')} of the scored test images ({verification.get('batches_checked', '?')} "
+                     f"of {verification.get('batches_scored', '?')} batches, drawn with seed {verification.get('seed', '?')}): "
+                     f"largest difference {_short(verification.get('max_abs_diff'))} within tolerance "
+                     f"{_short(verification.get('tolerance'))}")  # fmt: skip
         else:
             claim = onnx.get("source_checkpoint_file")
             proof = (f"NOT checked against a checkpoint{f' (the file says it was exported from {claim})' if claim else ''}; "

@@ -280,11 +280,13 @@ def demo_sweep_p1(eval_root_with_sample) -> Path:
 @pytest.fixture(scope="session")
 def default_engine_p1(eval_root_with_sample) -> Path:
     """XS and S of the demo on protocol 1, one process, default settings (on this CPU: ONNX Runtime on the
-    cached export): the single run that torchrun and SLURM launches of the same command are compared with."""
+    cached export), tracked with TensorBoard: the single run that torchrun and SLURM launches of the same
+    command are compared with, and the one-process run of test_evaluate.py (its TensorBoard and DDP tests).
+    Read-only."""
     from cli import run_cli
 
     root = eval_root_with_sample("default_engine_p1")
     sweep = root / "sweep"
-    done = run_cli(root, "-m", "experiment=demo", "variant=XS,S", "data.protocol=1", f"hydra.sweep.dir={sweep}")
+    done = run_cli(root, "-m", "experiment=demo", "variant=XS,S", "data.protocol=1", "logger=tensorboard", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.describe()
     return sweep

@@ -80,16 +80,17 @@ class ProjectRuns:
         ]
         self.finished: dict[str, tuple[int, str]] = {}
         self.processes: list[subprocess.Popen] = []
-        self.threads = [threading.Thread(target=self._run, args=(key, args), daemon=True) for key, args, _ in self.commands if key == "XS"]
+        # The subprocess is started here, before any run in this process changes the environment it copies.
+        self.threads = [threading.Thread(target=self._collect, args=(key, start_cli(self.eval_root, *args, stderr=subprocess.STDOUT)), daemon=True)
+                        for key, args, _ in self.commands if key == "XS"]  # fmt: skip
         for thread in self.threads:
             thread.start()
         for key, args, _ in self.commands:
             if key != "XS":
                 self._run_in_process(key, args)
 
-    def _run(self, key: str, args: list[str]) -> None:
+    def _collect(self, key: str, process: subprocess.Popen) -> None:
         started = time.perf_counter()
-        process = start_cli(self.eval_root, *args, stderr=subprocess.STDOUT)
         self.processes.append(process)
         output, _ = process.communicate()
         self.finished[key] = (process.returncode, f"[{time.perf_counter() - started:.1f} s]\n{output}")

@@ -281,11 +281,15 @@ def demo_sweep_p1(eval_root_with_sample) -> Path:
 @pytest.fixture(scope="session")
 def default_engine_p1(eval_root_with_sample) -> Path:
     """XS and S of the demo on protocol 1, one process, default settings (on this CPU: ONNX Runtime on the
-    cached export): the single run that torchrun and SLURM launches of the same command are compared with."""
+    cached export), tracked with TensorBoard: the single run that torchrun and SLURM launches of the same
+    command are compared with, and the one-process run of test_evaluate.py (its TensorBoard and DDP tests).
+    Read-only."""
     from cli import run_cli
+    from doc_commands import page_command
 
     root = eval_root_with_sample("default_engine_p1")
     sweep = root / "sweep"
-    done = run_cli(root, "-m", "experiment=demo", "variant=XS,S", "data.protocol=1", f"hydra.sweep.dir={sweep}")
+    command = "python run_eval.py -m experiment=demo variant=XS,S data.protocol=1 logger=tensorboard hydra.sweep.dir=SWEEP"
+    done = run_cli(root, *page_command(command, SWEEP=sweep)[2:])
     assert done.returncode == 0, done.describe()
     return sweep

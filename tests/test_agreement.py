@@ -3,15 +3,16 @@
 ``reference_eval.py`` redoes what 3DMPPE PoseNet / ConvNeXtPose's test code does
 (annotation order, process_bbox, affine crop, 0..255 normalization, flip test,
 back-projection, rigid_align, per-action means), one sample at a time in numpy.
-Here the project's ``run_eval.py`` runs as a subprocess on the synthetic
-sample, and its ``results.json`` / ``predictions.json`` must match the
-reference: total and per-action MPJPE and PA-MPJPE to 0.05 mm, sample counts,
-image order, boxes, roots and every predicted joint.
+Here the project's ``run_eval.py`` runs on the synthetic sample, and its
+``results.json`` / ``predictions.json`` must match the reference: total and
+per-action MPJPE and PA-MPJPE to 0.05 mm, sample counts, image order, boxes,
+roots and every predicted joint.
 
 XS runs as one Hydra sweep over protocol x use_gt_info x flip_test (eight jobs in
-one process; each job is exactly a single run), M as a single run (legacy head
-keys, 64^3 heatmaps). Both start in the background as soon as the first test
-asks for them, while the reference computes in this process.
+one subprocess; each job is exactly a single run), started in the background as
+soon as the first test asks for it; M runs as a single run (legacy head keys,
+64^3 heatmaps) through the same entry point in this process meanwhile
+(tests/inprocess.py), then the reference computes in this process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 import reference_eval as ref
 from cli import start_cli
+from inprocess import run_in_process
 from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.slow
@@ -51,7 +53,7 @@ def _job_name(protocol: int, use_gt_info: bool, flip_test: bool) -> str:
 
 
 class ProjectRuns:
-    """The CLI runs, each in a background thread, all started at once: the XS sweep and the M run(s)."""
+    """The CLI runs: the XS sweep in a background thread, started first, then the M run(s) in this process."""
 
     def __init__(self, eval_root: Path, out: Path) -> None:
         self.eval_root, self.out = eval_root, out
@@ -78,16 +80,26 @@ class ProjectRuns:
         ]
         self.finished: dict[str, tuple[int, str]] = {}
         self.processes: list[subprocess.Popen] = []
-        self.threads = [threading.Thread(target=self._run, args=(key, args), daemon=True) for key, args, _ in self.commands]
+        # The subprocess is started here, before any run in this process changes the environment it copies.
+        self.threads = [threading.Thread(target=self._collect, args=(key, start_cli(self.eval_root, *args, stderr=subprocess.STDOUT)), daemon=True)
+                        for key, args, _ in self.commands if key == "XS"]  # fmt: skip
         for thread in self.threads:
             thread.start()
+        for key, args, _ in self.commands:
+            if key != "XS":
+                self._run_in_process(key, args)
 
-    def _run(self, key: str, args: list[str]) -> None:
+    def _collect(self, key: str, process: subprocess.Popen) -> None:
         started = time.perf_counter()
-        process = start_cli(self.eval_root, *args, stderr=subprocess.STDOUT)
         self.processes.append(process)
         output, _ = process.communicate()
         self.finished[key] = (process.returncode, f"[{time.perf_counter() - started:.1f} s]\n{output}")
+
+    def _run_in_process(self, key: str, args: list[str]) -> None:
+        started = time.perf_counter()
+        with pytest.MonkeyPatch.context() as patch:
+            done = run_in_process(patch, self.eval_root, *args, shared_exports=True)
+        self.finished[key] = (done.returncode, f"[{time.perf_counter() - started:.1f} s, in this process]\n{done.stderr}")
 
     def stop(self) -> None:
         """Let finished runs exit on their own (a few seconds after their last file); end any still working."""

@@ -1,10 +1,10 @@
 """Bad inputs through the real command line (docs/troubleshooting.md, "How errors look here"): non-zero exit, one ``error:`` line naming the file
 and the problem, no traceback, and no results left behind.
 
-Every case is a real ``python run_eval.py ...`` subprocess on a private, damaged copy
-of the synthetic sample. The runs are started together when the module's first test
-needs them (they are independent), so the file costs about as long as its slowest
-run on a machine with a few free cores.
+Every case is ``python run_eval.py ...`` on a private, damaged copy of the synthetic sample, run through
+the real entry point in this process (tests/inprocess.py: its exit status and everything it prints on
+stderr), one after another when the module's first test needs them. A fresh interpreter's exit status and
+stderr for a refusal are test_cli.py's (its first refusal runs as a subprocess).
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cli import CliRun, run_cli
+from inprocess import InProcessRun, run_in_process
 
 pytestmark = pytest.mark.slow
-
-RUN_TIMEOUT_S = 300
 
 S11_DATA = "Human36M_subject11_data.json"
 BBOX_ROOT = "bbox_root_human36m_output.json"
@@ -36,7 +33,7 @@ class Run:
     name: str
     case_dir: Path
     out: Path
-    cli: CliRun
+    cli: InProcessRun
     facts: dict = field(default_factory=dict)
 
     @property
@@ -162,10 +159,11 @@ BEFORE_INFERENCE = set(CASES) - {"unreadable_image", "unreadable_image_in_worker
 def _run(name: str, case: Path, ckpt: Path, overrides: list[str], facts: dict) -> Run:
     """The case's run, with the case folder as project root (its caches land under it)."""
     out = facts.get("out", case / "out")
-    done = run_cli(
-        case, "variant=XS", f"ckpt_path={ckpt}", "data=h36m", f"data.root={case / 'data'}", f"hydra.run.dir={out}",
-        "data.num_workers=0", *overrides, timeout=RUN_TIMEOUT_S,
-    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        done = run_in_process(
+            patch, case, "variant=XS", f"ckpt_path={ckpt}", "data=h36m", f"data.root={case / 'data'}", f"hydra.run.dir={out}",
+            "data.num_workers=0", *overrides, shared_exports=True,
+        )  # fmt: skip
     return Run(name, case, Path(out), done, facts)
 
 
@@ -193,14 +191,13 @@ def _selected_cases(session: pytest.Session) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(request: pytest.FixtureRequest, synthetic_sample: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Case name -> Future[Run]; every case gets its own copy of the data and its own CONVNEXTPOSE_EVAL_ROOT."""
+def runs(request: pytest.FixtureRequest, synthetic_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Case name -> Run; every case gets its own copy of the data and its own CONVNEXTPOSE_EVAL_ROOT."""
     import shutil
 
     ckpt = synthetic_sample / "checkpoints" / "ConvNeXtPose_XS.tar"
     base = tmp_path_factory.mktemp("bad_inputs")
-    pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
-    futures: dict[str, Future] = {}
+    finished: dict[str, Run] = {}
     for name in _selected_cases(request.session):
         prepare = CASES[name]
         case = base / name
@@ -208,9 +205,8 @@ def runs(request: pytest.FixtureRequest, synthetic_sample: Path, tmp_path_factor
         data = case / "data"
         shutil.copytree(synthetic_sample, data, ignore=shutil.ignore_patterns("checkpoints"))
         overrides, facts = prepare(case, data)
-        futures[name] = pool.submit(_run, name, case, ckpt, overrides, facts)
-    yield futures
-    pool.shutdown(wait=True, cancel_futures=True)
+        finished[name] = _run(name, case, ckpt, overrides, facts)
+    return finished
 
 
 def _cache_files(run: Run) -> list[Path]:
@@ -236,7 +232,7 @@ def _check_failure(run: Run) -> None:
 
 @pytest.mark.parametrize("name", sorted(BEFORE_INFERENCE - {"output_folder_not_creatable"}))
 def test_bad_input_fails_before_inference_with_one_line(runs, name: str) -> None:
-    run = runs[name].result()
+    run = runs[name]
     _check_failure(run)
     crops = [p for p in _cache_files(run) if "crops" in p.parts]
     assert not crops, f"inputs must be checked before any crop is decoded: {crops[:3]}"
@@ -244,7 +240,7 @@ def test_bad_input_fails_before_inference_with_one_line(runs, name: str) -> None
 
 @pytest.mark.parametrize("name", ["unreadable_image", "unreadable_image_in_worker"])
 def test_unreadable_image_fails_during_inference_with_one_line(runs, name: str) -> None:
-    run = runs[name].result()
+    run = runs[name]
     _check_failure(run)
     # the worker's wrapping ("Caught DataError in DataLoader worker process 0", the class name) must not leak
     # "error: <the image's path>: <the problem>", nothing else
@@ -256,7 +252,7 @@ def test_unreadable_image_fails_during_inference_with_one_line(runs, name: str) 
 @uses("unreadable_image")
 def test_a_failed_rerun_leaves_no_stale_results(runs) -> None:
     # unreadable_image ran in a folder holding a previous run's results.json and predictions.json
-    run = runs["unreadable_image"].result()
+    run = runs["unreadable_image"]
     assert run.returncode != 0
     assert run.out.is_dir(), "the output folder itself stays"
     assert not (run.out / "results.json").exists(), "a stale results.json would pass for this run's results"
@@ -265,7 +261,7 @@ def test_a_failed_rerun_leaves_no_stale_results(runs) -> None:
 
 @uses("output_folder_not_creatable")
 def test_output_folder_that_cannot_be_created_fails_before_compute(runs) -> None:
-    run = runs["output_folder_not_creatable"].result()
+    run = runs["output_folder_not_creatable"]
     assert run.returncode != 0, run.describe()
     _check_failure(run)
     assert not _cache_files(run), "nothing may be read or cached before the output folder is known to be writable"

@@ -14,7 +14,6 @@ import random
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tarfile
 import zipfile
@@ -26,7 +25,6 @@ import pytest
 import torch
 from conftest import (
     LEGACY_HEAD_KEYS,
-    PROJECT_ROOT,
     RELEASED_EPOCH,
     VARIANTS,
     legacy_head_name,
@@ -219,23 +217,19 @@ CLI_PAIRS = [("S", "L"), ("M", "S")]  # (asked, held)
 
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory, released_files):
-    """Both CLI runs started at once (each pays Lightning's import time), then collected."""
-    runs = {}
+    """Both runs of ``python run_eval.py``, through its real entry point in this process (tests/inprocess.py)."""
+    from inprocess import run_in_process
+
+    results = {}
     for asked, held in CLI_PAIRS:
         base = tmp_path_factory.mktemp(f"cli_{asked}_{held}")
         empty = base / "h36m_empty"
         empty.mkdir()
-        env = dict(os.environ, CONVNEXTPOSE_EVAL_ROOT=str(base / "root"), PYTHONPATH=str(PROJECT_ROOT / "src"))
-        command = [
-            sys.executable, "run_eval.py", f"variant={asked}", f"ckpt_path={released_files[held]}",
-            "data=h36m", f"data.root={empty}", f"hydra.run.dir={base / 'run'}", "trainer=cpu",
-        ]
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        runs[asked, held] = (process, base, empty)
-    results = {}
-    for key, (process, base, empty) in runs.items():
-        stdout, stderr = process.communicate(timeout=300)
-        results[key] = (process.returncode, stdout, stderr, base, empty)
+        args = (f"variant={asked}", f"ckpt_path={released_files[held]}", "data=h36m", f"data.root={empty}",
+                f"hydra.run.dir={base / 'run'}", "trainer=cpu")  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            done = run_in_process(patch, base / "root", *args)
+        results[asked, held] = (done.returncode, done.stdout, done.stderr, base, empty)
     return results
 
 

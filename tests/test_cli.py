@@ -1,7 +1,10 @@
 """What users reported about the command line, each checked through the real ``run_eval.py``.
 
-Every test runs the tool as a subprocess (tests/cli.py) on the session's synthetic sample, under a
-project root of this module's own, and checks the exit status and the exact line or output a user sees.
+Every test runs the tool on the session's synthetic sample, under a project root of this module's own, and
+checks the exit status and the exact line or output a user sees. A real subprocess (tests/cli.py) where the
+process is the point: the exit status and everything a fresh interpreter prints (the first refusal, the
+quiet offline run), signals and the run-folder lock held by another process. The other findings go through
+the same entry point in this process (tests/inprocess.py), without a new interpreter's start-up.
 Runs are kept few and small: XS on protocol 1 (23 images) wherever the finding allows.
 """
 
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 from cli import finish, reaped, run_cli, start_cli, wait_for
 from doc_commands import page_command
+from inprocess import run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -83,22 +87,24 @@ def test_flip_test_maybe_is_refused_in_one_line(cli_root):
     assert_refused(done, "error: flip_test: Value 'maybe' is not a valid bool (type str)")
 
 
-def test_forced_architecture_key_is_refused_by_name(cli_root, tmp_path):
-    done = run_cli(cli_root, "experiment=demo", "variant=XS", "+variant.head_channels=384", f"hydra.run.dir={tmp_path / 'run'}")
+def test_forced_architecture_key_is_refused_by_name(cli_root, tmp_path, monkeypatch):
+    done = run_in_process(monkeypatch, cli_root, "experiment=demo", "variant=XS", "+variant.head_channels=384", f"hydra.run.dir={tmp_path / 'run'}",
+                          shared_exports=True)  # fmt: skip
     assert_refused(done, "error: variant.head_channels: no such setting; did you mean variant.head.channels? (`python run_eval.py --help` lists them all)")
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_batch_size_zero_is_refused(cli_root, tmp_path):
-    done = run_cli(cli_root, "experiment=demo", "variant=XS", "data.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}")
+def test_batch_size_zero_is_refused(cli_root, tmp_path, monkeypatch):
+    done = run_in_process(monkeypatch, cli_root, "experiment=demo", "variant=XS", "data.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}",
+                          shared_exports=True)  # fmt: skip
     assert_refused(done, "error: data.batch_size=0: must be at least 1")
 
 
-def test_missing_data_root_is_refused_before_any_download(cli_root, tmp_path):
+def test_missing_data_root_is_refused_before_any_download(cli_root, tmp_path, monkeypatch):
     """No checkpoint is looked for, let alone downloaded, while the data root is wrong."""
     missing = Path("/nonexistent")
     assert not missing.exists()
-    done = run_cli(cli_root, f"data.root={missing}", "variant=XS", f"hydra.run.dir={tmp_path / 'run'}")
+    done = run_in_process(monkeypatch, cli_root, f"data.root={missing}", "variant=XS", f"hydra.run.dir={tmp_path / 'run'}", shared_exports=True)
     assert_refused(done, f"error: {missing}: data root does not exist (data.root must hold annotations/ and images/)")
     # The download would first create the checkpoint cache (paths.checkpoint_dir).
     assert not (cli_root / "outputs" / "checkpoints").exists()
@@ -125,8 +131,8 @@ def test_sample_alone_runs_offline_quietly_and_logs_the_table(cli_root, sample_d
     assert f"results: {out / 'results.json'}" in log
 
 
-def test_one_variant_of_the_demo_without_multirun(cli_root):
-    done = run_cli(cli_root, *page_command("python run_eval.py experiment=demo variant=S")[2:])
+def test_one_variant_of_the_demo_without_multirun(cli_root, monkeypatch):
+    done = run_in_process(monkeypatch, cli_root, *page_command("python run_eval.py experiment=demo variant=S")[2:], shared_exports=True)
     assert done.returncode == 0, done.describe()
     runs = sorted((cli_root / "outputs" / "runs").iterdir())
     assert [p.name.endswith("_S") for p in runs] == [True], runs
@@ -135,14 +141,15 @@ def test_one_variant_of_the_demo_without_multirun(cli_root):
     assert not (cli_root / "outputs" / "sweeps").exists(), "a single variant is a single run, not a sweep"
 
 
-def test_boolean_words_and_a_home_relative_data_root(cli_root, sample_dir, tmp_path):
+def test_boolean_words_and_a_home_relative_data_root(cli_root, sample_dir, tmp_path, monkeypatch):
     """``flip_test=no data.use_gt_info=no data.root=~/h36m``: flip off, RootNet's boxes, the home folder expanded."""
     home = tmp_path / "home"
     shutil.copytree(sample_dir, home / "h36m", ignore=shutil.ignore_patterns("checkpoints"))
     out = tmp_path / "run"
-    done = run_cli(
-        cli_root, "variant=XS", f"ckpt_path={sample_dir / 'checkpoints' / 'ConvNeXtPose_XS.tar'}", "data.root=~/h36m",
-        "flip_test=no", "data.use_gt_info=no", f"hydra.run.dir={out}", env={"HOME": str(home)},
+    monkeypatch.setenv("HOME", str(home))
+    done = run_in_process(
+        monkeypatch, cli_root, "variant=XS", f"ckpt_path={sample_dir / 'checkpoints' / 'ConvNeXtPose_XS.tar'}", "data.root=~/h36m",
+        "flip_test=no", "data.use_gt_info=no", f"hydra.run.dir={out}", shared_exports=True,
     )  # fmt: skip
     assert done.returncode == 0, done.describe()
     results = read_json(out / "results.json")
@@ -152,9 +159,10 @@ def test_boolean_words_and_a_home_relative_data_root(cli_root, sample_dir, tmp_p
     assert "flip test off" in done.stdout
 
 
-def test_oracle_prints_its_verdict(cli_root):
+def test_oracle_prints_its_verdict(cli_root, monkeypatch):
     out = cli_root / "oracle"
-    done = run_cli(cli_root, "experiment=demo", "variant=XS", "data.protocol=1", "oracle=true", f"hydra.run.dir={out}")
+    done = run_in_process(monkeypatch, cli_root, "experiment=demo", "variant=XS", "data.protocol=1", "oracle=true", f"hydra.run.dir={out}",
+                          shared_exports=True)  # fmt: skip
     assert done.returncode == 0, done.describe()
     verdicts = [line for line in done.stdout.splitlines() if line.startswith("oracle check:")]
     assert len(verdicts) == 1, done.describe()
@@ -165,19 +173,19 @@ def test_oracle_prints_its_verdict(cli_root):
 # --------------------------------------------------------------------------- the run folder
 
 
-def test_foreign_results_file_is_left_alone(cli_root, tmp_path):
+def test_foreign_results_file_is_left_alone(cli_root, tmp_path, monkeypatch):
     out = tmp_path / "theirs"
     out.mkdir()
     foreign = out / "results.json"
     foreign.write_text('{"model": "someone else\'s", "mpjpe": 42.0}\n', encoding="utf-8")
     before = foreign.read_bytes()
-    done = run_cli(cli_root, "experiment=demo", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}")
+    done = run_in_process(monkeypatch, cli_root, "experiment=demo", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}", shared_exports=True)
     assert_refused(done, f"error: {foreign}: exists and was not written by this tool; choose another hydra.run.dir")
     assert foreign.read_bytes() == before
     assert not (out / "predictions.json").exists() and not (out / "failure.json").exists(), "nothing is written into their folder"
 
 
-def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cli_root, tmp_path):
+def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cli_root, tmp_path, monkeypatch):
     """One long run holds the folder: a second run there is refused; SIGTERM then ends the first without results.
 
     The first run (L, one image per step, a cold crop cache) keeps to one thread, so that the second one
@@ -190,7 +198,7 @@ def test_second_run_into_a_busy_folder_is_refused_and_sigterm_stops_the_first(cl
     )  # fmt: skip
     with reaped(first):
         wait_for(lambda: (out / LOCK_FILE).is_file() and (out / LOCK_FILE).stat().st_size > 0, first, "the run's lock file")
-        second = run_cli(cli_root, "experiment=demo", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}")
+        second = run_in_process(monkeypatch, cli_root, "experiment=demo", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}", shared_exports=True)
         assert first.poll() is None, "the first run ended before the second was refused: the check proves nothing"
         assert second.returncode == 2, second.describe()
         lines = [line for line in second.stderr.splitlines() if line.strip()]

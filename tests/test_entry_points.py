@@ -1,7 +1,8 @@
 """The command line explains itself: entry points, help pages, "did you mean", and hints that run as printed.
 
-Cheap subprocesses of this checkout's code (tests/cli.py); the settings a help page must list are read
-from the composed configuration's own keys, independently of the code that writes the page.
+Help pages and refusals go through each entry point's ``main`` in this process (torch is loaded already);
+the printed hints run as printed, as subprocesses of this checkout's code. The settings a help page must
+list are read from the composed configuration's own keys, independently of the code that writes the page.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import PROJECT_ROOT, cli_env, run_cli
+from cli import PROJECT_ROOT, cli_env
+from inprocess import run_in_process
 from omegaconf import DictConfig
 
 MODULE = "convnextpose_eval"
@@ -40,11 +42,28 @@ def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("entry_points")
 
 
-def test_help_lists_every_setting_in_one_line_with_its_description(compose, root):
+def _main_in_process(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """``python -m convnextpose_eval ARGS`` through the console script's function, in this process: its exit
+    status, stdout and stderr. The command name the call sets is undone afterwards."""
+    from convnextpose_eval.cli import command
+    from convnextpose_eval.common import errors
+
+    monkeypatch.setattr(errors, "_command", [errors.command()])
+    capsys.readouterr()
+    try:
+        status = command.main(list(args), prog=f"python -m {MODULE}")
+    except SystemExit as exc:  # argparse's --help
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    printed = capsys.readouterr()
+    return int(status or 0), printed.out, printed.err
+
+
+def test_help_lists_every_setting_in_one_line_with_its_description(compose, root, capsys, monkeypatch):
     """Each key the configuration holds (XS's, so that the variant's sections are filled) has a line with its value and a description."""
-    done = run_cli(root, "--help", "variant=XS", module=MODULE)
-    assert done.returncode == 0, done.describe()
-    page = done.stdout.splitlines()
+    monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(root))
+    status, stdout, stderr = _main_in_process(["--help", "variant=XS"], capsys, monkeypatch)
+    assert status == 0, stderr
+    page = stdout.splitlines()
     expected = _leaves(compose("variant=XS"))
     assert len(expected) > 60, expected
     for key in expected:
@@ -52,14 +71,14 @@ def test_help_lists_every_setting_in_one_line_with_its_description(compose, root
         assert len(lines) == 1, f"{key}: {lines}"
         value, _, description = lines[0].strip().partition(" ")
         assert len(description.strip()) >= 10, f"{key} has no description: {lines[0]!r}"
-    assert "  variant.backbone.depths=[2, 2, 6, 2] " in done.stdout  # the composed value: XS is Atto (docs/protocol.md, "The four architectures")
+    assert "  variant.backbone.depths=[2, 2, 6, 2] " in stdout  # the composed value: XS is Atto (docs/protocol.md, "The four architectures")
     # Grouped: a header per section, and the config groups with every option file shipped.
     for section in ("paths", "variant", "data", "trainer", "report", "bench", "export"):
         assert any(line.startswith(f"[{section}] ") for line in page), section
     variants = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "variant").glob("*.yaml"))
     [groups] = [line for line in page if line.startswith("variant: ")]
     assert sorted(groups.removeprefix("variant: ").split(", ")) == variants
-    assert "EvalConfig" not in done.stdout and "!!python" not in done.stdout, "no internal names or YAML dumps"
+    assert "EvalConfig" not in stdout and "!!python" not in stdout, "no internal names or YAML dumps"
 
 
 @pytest.mark.parametrize(
@@ -88,22 +107,23 @@ def test_subcommands_have_help(args, expected, capsys, monkeypatch):
         assert text in printed, f"{text!r} missing:\n{printed[-2000:]}"
 
 
-def test_compare_subcommand_is_wired(root):
+def test_compare_subcommand_is_wired(capsys, monkeypatch):
     """``compare`` reaches convnextpose_eval.cli.compare (its own --help), or says in one line that it is not there."""
-    done = run_cli(root, "compare", "--help", module=MODULE)
+    status, stdout, stderr = _main_in_process(["compare", "--help"], capsys, monkeypatch)
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     try:
         import convnextpose_eval.cli.compare  # noqa: F401
     except ModuleNotFoundError:
-        assert done.returncode == 2 and done.error_lines == ["error: compare: this installation has no compare command yet "
-                                                              "(module convnextpose_eval.cli.compare is missing)"], done.describe()  # fmt: skip
+        assert status == 2 and error_lines == ["error: compare: this installation has no compare command yet "
+                                               "(module convnextpose_eval.cli.compare is missing)"], stderr  # fmt: skip
     else:
-        assert done.returncode == 0 and "usage" in done.stdout.lower(), done.describe()
+        assert status == 0 and "usage" in stdout.lower(), stdout + stderr
 
 
-def test_demo_with_a_data_root_that_is_not_a_sample_is_refused(root, tmp_path):
+def test_demo_with_a_data_root_that_is_not_a_sample_is_refused(root, tmp_path, monkeypatch):
     """``experiment=demo data.root=X`` used to generate a 108 MB sample at X: refused up front, nothing left behind."""
     missing = tmp_path / "nonexistent"
-    done = run_cli(root, "experiment=demo", "variant=XS", f"data.root={missing}", f"hydra.run.dir={tmp_path / 'run'}", module=MODULE)
+    done = run_in_process(monkeypatch, root, "experiment=demo", "variant=XS", f"data.root={missing}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2, done.describe()
     [line] = [line for line in done.stderr.splitlines() if line.strip()]
     assert line.startswith(f"error: data.root={missing}: not a generated synthetic sample (no SYNTHETIC_SAMPLE.json)"), line

@@ -1,4 +1,10 @@
-"""End-to-end runs of run_eval.py on the generated sample: DDP exactness, sweeps, reports, oracle, kills."""
+"""End-to-end runs of run_eval.py on the generated sample: DDP exactness, sweeps, reports, oracle, kills.
+
+Launches (DDP, the killed run) are real subprocesses; runs whose files or exit status are the point, not the
+process, go through the real entry point in this process (tests/inprocess.py), without a new interpreter's
+start-up. The one-process XS run is the session's ``default_engine_p1`` (conftest.py), shared with the
+cluster tests.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import torch
 import yaml
 from cli import run_cli, start_cli, wait_for
 from doc_commands import page_command
+from inprocess import run_in_process
 from tracking_readers import assert_tensorboard_matches, csv_logged, expected_metrics
 
 pytestmark = pytest.mark.slow
@@ -55,17 +62,19 @@ def assert_same_scores(a: dict, b: dict, tol: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def single_xs(env_root) -> dict:
+def single_xs_dir(default_engine_p1) -> Path:
     """XS on protocol 1 (23 test images: an odd count, so two ranks get different shares) in one process,
-    tracked with TensorBoard."""
-    out = env_root / "single_xs"
-    done = run_cli(env_root, *page_command("python run_eval.py experiment=demo variant=XS data.protocol=1 logger=tensorboard hydra.run.dir=OUT", OUT=out)[2:])
-    assert done.returncode == 0, done.describe()
-    return read(out / "results.json")
+    default settings, tracked with TensorBoard: the first job of the session's ``default_engine_p1``."""
+    return default_engine_p1 / "0_XS"
 
 
-def test_single_run_counts_every_image_once(env_root, single_xs):
-    predictions = read(env_root / "single_xs" / "predictions.json")
+@pytest.fixture(scope="module")
+def single_xs(single_xs_dir) -> dict:
+    return read(single_xs_dir / "results.json")
+
+
+def test_single_run_counts_every_image_once(single_xs_dir, single_xs):
+    predictions = read(single_xs_dir / "predictions.json")
     ids = [p["image_id"] for p in predictions]
     assert single_xs["num_samples"] == len(ids) == len(set(ids)) == 23
     assert sum(a["num_samples"] for a in single_xs["per_action"].values()) == 23
@@ -78,11 +87,11 @@ def test_single_run_counts_every_image_once(env_root, single_xs):
     assert all(len(p["joint_cam"]) == 17 for p in predictions)
 
 
-def test_single_run_is_tracked_in_tensorboard(env_root, single_xs):
-    assert_tensorboard_matches(env_root / "single_xs")
+def test_single_run_is_tracked_in_tensorboard(single_xs_dir):
+    assert_tensorboard_matches(single_xs_dir)
 
 
-def test_ddp_two_processes_equal_one_process(env_root, single_xs):
+def test_ddp_two_processes_equal_one_process(env_root, single_xs_dir, single_xs):
     out = env_root / "ddp_xs"
     command = "python run_eval.py experiment=demo variant=XS data.protocol=1 trainer=ddp trainer.devices=2 trainer.accelerator=cpu logger=csv hydra.run.dir=OUT"
     done = run_cli(env_root, *page_command(command, OUT=out)[2:])
@@ -95,7 +104,7 @@ def test_ddp_two_processes_equal_one_process(env_root, single_xs):
     assert logged == expected_metrics(results) and folder == out / "csv" / "version_0"
     assert yaml.safe_load((folder / "hparams.yaml").read_text())["trainer"]["strategy"] == "ddp"
     predictions = read(out / "predictions.json")
-    assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(env_root / "single_xs" / "predictions.json")]
+    assert [p["image_id"] for p in predictions] == [p["image_id"] for p in read(single_xs_dir / "predictions.json")]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["csv", "predictions.json", "report.html", "results.json", "run_eval.log", "worst_cases.png"]
 
 
@@ -145,10 +154,11 @@ def test_four_variant_sweep_reports_and_reuses_crops(demo_sweep_p1):
     assert len({round(e["results"]["metrics"]["pa_mpjpe"], 3) for e in aggregate["entries"]}) == 4
 
 
-def test_sweep_with_a_failing_job_reports_it_and_exits_nonzero(env_root):
+def test_sweep_with_a_failing_job_reports_it_and_exits_nonzero(env_root, monkeypatch):
     sweep = env_root / "sweep_fail"
     xs_file = env_root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_XS.tar"
-    done = run_cli(env_root, "-m", "experiment=demo", "variant=XS,S", f"ckpt_path={xs_file}", "data.protocol=1", f"hydra.sweep.dir={sweep}")
+    done = run_in_process(monkeypatch, env_root, "-m", "experiment=demo", "variant=XS,S", f"ckpt_path={xs_file}", "data.protocol=1",
+                          f"hydra.sweep.dir={sweep}", shared_exports=True)  # fmt: skip
     assert done.returncode == 1, done.describe()
     entries = {e["variant"]: e for e in read(sweep / "benchmark_results.json")["entries"]}
     assert entries["XS"]["status"] == "ok"
@@ -159,9 +169,10 @@ def test_sweep_with_a_failing_job_reports_it_and_exits_nonzero(env_root):
 
 
 @pytest.mark.parametrize("gt_boxes", [True, False])
-def test_oracle_is_below_one_millimetre(env_root, gt_boxes):
+def test_oracle_is_below_one_millimetre(env_root, gt_boxes, monkeypatch):
     out = env_root / f"oracle_{gt_boxes}"
-    done = run_cli(env_root, "experiment=demo", "oracle=true", f"data.use_gt_info={str(gt_boxes).lower()}", f"hydra.run.dir={out}")
+    done = run_in_process(monkeypatch, env_root, "experiment=demo", "oracle=true", f"data.use_gt_info={str(gt_boxes).lower()}",
+                          f"hydra.run.dir={out}", shared_exports=True)  # fmt: skip
     assert done.returncode == 0, done.describe()
     results = read(out / "results.json")
     assert results["oracle"] is True
@@ -171,7 +182,7 @@ def test_oracle_is_below_one_millimetre(env_root, gt_boxes):
     assert "oracle check: PASS" in done.stdout, done.describe()
 
 
-def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs):
+def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs, monkeypatch):
     out = env_root / "killed"
     cache = env_root / "kill_cache"
     args = (*XS_P1, "data.batch_size=2", "data.num_workers=0", f"paths.cache_dir={cache}", f"hydra.run.dir={out}")
@@ -182,7 +193,7 @@ def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs):
     process.wait()
     assert not (out / "results.json").exists() and not (out / "predictions.json").exists()
     assert not [p for p in out.rglob("*.tmp")]
-    done = run_cli(env_root, *args)
+    done = run_in_process(monkeypatch, env_root, *args, shared_exports=True)
     assert done.returncode == 0, done.describe()
     # Batch 2 here, 16 there: channels-last convolutions may round differently per batch size, so the
     # float-rounding bound (1e-3 mm, the same as for devices), not bit equality.
@@ -218,13 +229,13 @@ def test_bench_takes_its_repeats_in_rounds_so_a_slow_spell_hits_every_measuremen
     assert calls == ["a", "b", "e"] * 3
 
 
-def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):
+def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root, monkeypatch):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     out = env_root / "no_gpu"
-    done = run_cli(env_root, *XS_P1, "trainer=gpu", f"hydra.run.dir={out}")
+    done = run_in_process(monkeypatch, env_root, *XS_P1, "trainer=gpu", f"hydra.run.dir={out}", shared_exports=True)
     assert done.returncode == 2, done.describe()
     assert done.last_line.startswith("error: trainer.accelerator=gpu: no CUDA GPU is visible") and "Traceback" not in done.stderr
     assert len(done.error_lines) == 1, done.describe()
@@ -234,7 +245,7 @@ def test_gpu_trainer_without_a_gpu_fails_in_one_line(env_root):
 CORRUPT_S9 = ("s_09_act_05_subact_02", "s_09_act_10_subact_02", "s_09_act_13_subact_01")  # docs/protocol.md, "The test set"
 
 
-def test_skip_corrupt_s9_drops_exactly_those_sequences(env_root):
+def test_skip_corrupt_s9_drops_exactly_those_sequences(env_root, monkeypatch):
     """The dropped images are those sequences' test frames; the total is the mean over the remaining images."""
     import numpy as np
 
@@ -243,7 +254,8 @@ def test_skip_corrupt_s9_drops_exactly_those_sequences(env_root):
     runs = {}
     for skip in (False, True):
         out = env_root / f"skip_{skip}"
-        done = run_cli(env_root, "experiment=demo", "variant=XS", f"data.skip_corrupt_s9={str(skip).lower()}", f"hydra.run.dir={out}")
+        done = run_in_process(monkeypatch, env_root, "experiment=demo", "variant=XS", f"data.skip_corrupt_s9={str(skip).lower()}",
+                              f"hydra.run.dir={out}", shared_exports=True)  # fmt: skip
         assert done.returncode == 0, done.describe()
         runs[skip] = (read(out / "results.json"), read(out / "predictions.json"))
     index = load_test_index(env_root / "outputs" / "sample", 2, True)

@@ -1,13 +1,19 @@
-"""``python -m convnextpose_eval.inspect FILE [--json]`` on hand-written released-style files (docs/getting-started.md, docs/protocol.md "Checkpoints")."""
+"""``python -m convnextpose_eval.inspect FILE [--json]`` on hand-written released-style files (docs/getting-started.md, docs/protocol.md "Checkpoints").
+
+The damaged file goes through the real command, a subprocess (its exit status and stderr); the others through
+the same ``main`` in this process, without a new interpreter's start-up each.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import zipfile
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import torch
@@ -27,9 +33,23 @@ JSON_KEYS = {"variant", "depths", "dims", "head_channels", "depth_dim", "joint_n
 CRAFTED = {"int8_weights": r"int8", "undersized_storage": r"storage"}
 
 
+def _inspect_in_process(args: list[str]) -> tuple[int, str, str]:
+    """``convnextpose_eval.inspect``'s ``main(args)`` in this process: its exit status, stdout and stderr."""
+    from convnextpose_eval.cli.inspect import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = int(main(args) or 0)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
 def inspect_runs(tmp_path_factory, released_files, source_networks):
-    """Every invocation started at once (each pays torch's import time), then collected: name -> (code, out, err, path)."""
+    """name -> (code, out, err, path): the damaged file through the real command (a subprocess, started first),
+    every other invocation through ``main`` in this process while it runs."""
     folder = tmp_path_factory.mktemp("inspect")
     unzipped = folder / "unzipped_M"
     with zipfile.ZipFile(released_files["M"]) as archive:
@@ -48,20 +68,14 @@ def inspect_runs(tmp_path_factory, released_files, source_networks):
     jobs["json_half"] = [str(half), "--json"]
     jobs.update({name: [str(path)] for name, path in crafted.items()})
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "src"))
-    started = {
-        key: (
-            subprocess.Popen(
-                [sys.executable, "-m", "convnextpose_eval.inspect", *args],
-                cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ),
-            args[0],
-        )
-        for key, args in jobs.items()
-    }
-    results = {}
-    for key, (process, path) in started.items():
-        out, err = process.communicate(timeout=300)
-        results[key] = (process.returncode, out, err, path)
+    real = "bad_json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "convnextpose_eval.inspect", *jobs[real]],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    results = {key: (*_inspect_in_process(args), args[0]) for key, args in jobs.items() if key != real}
+    out, err = process.communicate(timeout=300)
+    results[real] = (process.returncode, out, err, jobs[real][0])
     return results
 
 

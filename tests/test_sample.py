@@ -43,8 +43,9 @@ BONE_PAIRS = [(0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (5, 6), (11, 12), (12, 13)
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sample.generate_sample(tmp_path_factory.mktemp("first") / "sample", seed=0)
+def root(synthetic_sample: Path) -> Path:
+    """The session's sample (conftest.py: ``generate_sample`` with seed 0, the default). Read-only."""
+    return synthetic_sample
 
 
 @pytest.fixture(scope="module")

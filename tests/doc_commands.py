@@ -40,6 +40,7 @@ NOT_RUN: dict[str, str] = {
     "python run_eval.py variant=auto ckpt_path=~/Downloads/ConvNeXtPose_M.tar data.root=DATA": _REAL_DATA,
     "python run_eval.py -m variant=XS,S,M,L paths.checkpoint_dir=CKPTS data.root=DATA": _REAL_DATA,
     "python run_eval.py variant=L data.root=DATA oracle=true": _REAL_DATA,
+    "convnextpose-eval deploy variant=L data.root=DATA": _REAL_DATA,
     "python -m convnextpose_eval.bench experiment=demo variant=XS": _TIMING,
     "python -m convnextpose_eval.bench experiment=demo variant=XS trainer.precision=bf16-mixed": _TIMING,
     "python -m convnextpose_eval.bench variant=L data.root=DATA trainer=gpu data.batch_size=64":

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from cli import PROJECT_ROOT
 
 PROBE = '''
@@ -33,12 +34,14 @@ def _run_probe(tmp_path, ci: str | None) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_a_required_test_that_skips_fails_under_ci(tmp_path):
     out = _run_probe(tmp_path, "true")
     assert "1 failed, 1 skipped" in out, out
     assert "must run in CI but skipped: Skipped: no cluster here" in out, out
 
 
+@pytest.mark.slow
 def test_on_a_laptop_both_skip_and_say_why(tmp_path):
     out = _run_probe(tmp_path, None)
     assert "2 skipped" in out and "failed" not in out, out

@@ -235,6 +235,7 @@ def test_other_subjects_boxes_and_unreadable_runs_are_refused(capsys, tmp_path):
     assert "at least two run folders" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_entry_point(tmp_path, two_runs):
     done = run_cli(None, *(str(run) for run in two_runs), "--json", module="convnextpose_eval.compare")
     assert done.returncode == 0, done.describe()

@@ -23,7 +23,7 @@ def _tour_rooms() -> tuple[str, ...]:
 # Data-flow order, as the code tour lists it (its generator holds the one list). The top level holds the
 # public API and the entry points: it may import anything.
 ROOMS = list(_tour_rooms())
-TOP_LEVEL = {"__init__", "__main__", "api", "inspect", "bench", "export", "compare", "deploy"}
+TOP_LEVEL = {"__init__", "__main__", "api", "inspect", "bench", "export", "compare"}
 
 
 def _module_parts(path: Path) -> tuple[str, ...]:
@@ -32,9 +32,9 @@ def _module_parts(path: Path) -> tuple[str, ...]:
 
 def _rank(parts: tuple[str, ...]) -> int | None:
     """The room of a package-relative module path; len(ROOMS) for the top level; None outside the package."""
-    if len(parts) == 1 and parts[0] in TOP_LEVEL:
-        return len(ROOMS)
-    return ROOMS.index(parts[0]) if parts and parts[0] in ROOMS else None
+    if parts and parts[0] in ROOMS:
+        return ROOMS.index(parts[0])
+    return len(ROOMS) if len(parts) == 1 and parts[0] in TOP_LEVEL else None
 
 
 def imported_modules(path: Path) -> set[tuple[str, ...]]:

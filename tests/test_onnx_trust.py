@@ -185,6 +185,7 @@ def _stopped(done, run_dir: Path, *fragments: str) -> str:
 # --------------------------------------------------------------------------- 1. proof on the scored batches
 
 
+@pytest.mark.slow
 def test_an_honest_run_records_its_own_cross_check(honest):
     for name in ("default", "given"):
         onnx_info = honest[name]["inference"]["onnx"]
@@ -358,6 +359,7 @@ def interrupted(xs_metadata, root, ckpt_xs) -> dict[tuple[str, int], tuple]:
     return finished
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_run_inside_onnx_runtime(signum, interrupted):
     done, seconds, run_dir = interrupted[("run", signum)]
@@ -386,6 +388,7 @@ def _tiny_network() -> ConvNeXtPose:
     return ConvNeXtPose(TINY).eval()
 
 
+@pytest.mark.slow
 def test_the_export_never_replaces_a_file_it_did_not_write(tmp_path):
     notes = tmp_path / "notes.onnx"
     notes.write_text("my notes\n")

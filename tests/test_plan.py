@@ -86,6 +86,7 @@ def test_a_file_is_read_again_only_when_it_changed(tmp_path):
     assert len(calls) == 2 and FILES.reads[("test", str(path.resolve()))] == 2
 
 
+@pytest.mark.slow
 def test_one_run_reads_and_hashes_each_input_file_once(sample_eval_root, synthetic_sample, tmp_path, monkeypatch):
     """An ONNX file scored beside its checkpoint: the plan, the engine, the provenance check and the results
     all need the checkpoint's bytes and the file's; each is read (and hashed) once in the process."""

@@ -21,6 +21,7 @@ from convnextpose_eval.run.plan import plan_run
 FIRST_BATCH_DELAY_S = 1.5
 
 
+@pytest.mark.slow
 def test_the_first_batch_is_left_out_of_the_throughput(eval_root_with_sample, monkeypatch, tmp_path):
     monkeypatch.setenv("CONVNEXTPOSE_EVAL_ROOT", str(eval_root_with_sample("throughput")))
     settings = checked_config(compose_config(["variant=XS", "data=sample", "backend=pytorch", "data.batch_size=16",

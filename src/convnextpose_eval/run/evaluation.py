@@ -254,8 +254,8 @@ def evaluate_in_folder(cfg: DictConfig, output_dir: Path, in_sweep: bool = False
             folder.acquire()
         try:
             plan = plan_run(settings, output_dir)
-        except EvalError:
-            if owner:  # the run is this folder's now: its failure is recorded there
+        except BaseException:  # a bad input, or a signal while planning: the run is this folder's now, its failure is recorded there
+            if owner:
                 folder.clear_previous_results()
                 taken = True
             raise

@@ -5,8 +5,9 @@ the digest of the job's composed config (the settings that can change a figure),
 sha256 equals that of the file the job would load now, every file it records is present with the
 recorded sha256, and whose figures are those of its predictions.json rescored against the ground truth
 in ``data.root`` (``results/proof.py``). Anything else (no results, a failure.json, a different config or
-checkpoint, a missing or altered file, an ONNX run, ``backend=auto`` included) is run again, and the log
-says why in one line. Every file is read through ``results/contract.py``'s guarded reader. See
+checkpoint, a missing or altered file, another engine than the plan's, an ONNX Runtime run of the
+checkpoint's export that was not proven on its scored batches, any run of a given ONNX file) is run
+again, and the log says why in one line. Every file is read through ``results/contract.py``'s guarded reader. See
 docs/results-contract.md.
 """
 
@@ -60,14 +61,21 @@ def kept_results(plan: RunPlan, digest: str) -> tuple[dict[str, Any] | None, str
     assert plan.run_dir is not None
     folder = Path(plan.run_dir)
     path = folder / RESULTS_FILE
-    if plan.engine == ONNXRUNTIME:
-        return None, "runs of a given or exported ONNX file are always run again"
+    if plan.onnx is not None and plan.onnx.path is not None:
+        return None, "runs of a given ONNX file are always run again"
     if not path.exists() and not path.is_symlink():
         return None, "no results.json yet"
     try:
         earlier = load_checked(path, RESULTS_FILE)
     except ContractError as exc:
         return None, one_line(exc)
+    recorded_engine = (earlier.get("inference") or {}).get("backend")
+    if recorded_engine != plan.engine:
+        engine = "ONNX Runtime (onnxruntime)" if plan.engine == ONNXRUNTIME else plan.engine
+        return None, f"its results.json was computed by the {recorded_engine} engine; this job runs {engine}"
+    onnx_record = (earlier.get("inference") or {}).get("onnx") or {}
+    if plan.engine == ONNXRUNTIME and onnx_record.get("source_verified") is not True:
+        return None, "its ONNX Runtime run was not proven against the checkpoint on its scored batches"
     if earlier.get("config_sha256") != digest:
         return None, "its results.json was computed with other settings"
     current = plan.checkpoint.sha256 if plan.checkpoint else None

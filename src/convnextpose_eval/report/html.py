@@ -281,13 +281,20 @@ def run_page(results: Mapping[str, Any], predictions: Sequence[Mapping[str, Any]
     return page("run", title, data)
 
 
+class RunPageFiles:
+    """The ``extra_files`` a run's writer calls (results/writer.py): ``{"report.html": the run's page}``. A class,
+    not a closure, so the writer pickles into the processes DDP spawns."""
+
+    def __init__(self, bands: Sequence[tuple[float, str]] | None) -> None:
+        self.bands = bands
+
+    def __call__(self, results: dict[str, Any], predictions: list[dict[str, Any]], worst: Sequence[WorstCase]) -> dict[str, bytes]:
+        return {REPORT_HTML: run_page(results, predictions, worst, self.bands)}
+
+
 def run_page_files(bands: Sequence[tuple[float, str]] | None) -> ExtraFiles:
-    """The ``extra_files`` a run's writer calls (results/writer.py): ``{"report.html": the run's page}``."""
-
-    def make(results: dict[str, Any], predictions: list[dict[str, Any]], worst: Sequence[WorstCase]) -> dict[str, bytes]:
-        return {REPORT_HTML: run_page(results, predictions, worst, bands)}
-
-    return make
+    """The run's page as the writer's extra file (see :class:`RunPageFiles`)."""
+    return RunPageFiles(bands)
 
 
 # --------------------------------------------------------------------------- a sweep's page

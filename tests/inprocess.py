@@ -54,6 +54,7 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str, shar
     """
     from hydra.core.global_hydra import GlobalHydra
 
+    from convnextpose_eval.common import errors
     from convnextpose_eval.config.schema import register_schema
 
     if shared_exports:
@@ -64,6 +65,8 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str, shar
     monkeypatch.setattr(sys, "argv", [str(RUN_EVAL), *args, *RUN_EVAL_QUIET])
     sys.stderr, sys.stdout = stderr, stdout
     monkeypatch.chdir(PROJECT_ROOT)
+    # The command name a run sets for its hints is process-wide: undone with the test's other patches.
+    monkeypatch.setattr(errors, "_command", [errors.command()])
     register_schema()
     GlobalHydra.instance().clear()
     try:

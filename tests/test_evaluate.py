@@ -213,6 +213,8 @@ def test_bench_reports_every_throughput(env_root):
     assert result["onnx_pipeline_vs_onnx"] == pytest.approx(result["onnx_pipeline_ips"] / result["onnx_ips"])
     assert result["onnx_pipeline_vs_eager"] == pytest.approx(result["onnx_pipeline_ips"] / result["eager_fp32_ips"])
     assert result["onnx_source_verified"] is True
+    # 8 images are one batch, fewer than the two-batch minimum of the cross-check: all of (f) is checked too.
+    assert result["onnx_pipeline_images_cross_checked"] == 8 and "8 of 8 images also run through" in done.stdout
     # Progress on stderr: each phase, with the images done.
     assert "bench: (a) eager fp32: 8/8 images" in done.stderr and "bench: (f) ONNX Runtime pipeline: 8/8 images" in done.stderr
     # The fast path, and ONNX Runtime on the exported network, compute the same function as the plain one.

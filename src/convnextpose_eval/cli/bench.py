@@ -15,7 +15,9 @@
     checkpoint's cached export (``paths.cache_dir``, exported and proven against the checkpoint on first
     use), on the same crops.
 (f) onnx_pipeline_ips: (c) with the ONNX Runtime engine, as ``backend=onnxruntime`` runs it, with the
-    export cache warm; onnx_pipeline_fixed_s its fixed costs.
+    export cache warm; onnx_pipeline_fixed_s its fixed costs. Its cost of proof is inside it: the scored
+    batches drawn for the cross-check also run through the checkpoint's PyTorch network
+    (onnx_pipeline_images_cross_checked of the images; docs/onnx-trust.md, "The cost").
 (e) and (f) are null, with the reason, when the ONNX packages are missing or the export fails.
 
 (a), (b) and (e) run on the same decoded crops, held in memory, and their outputs are compared. Each
@@ -73,11 +75,13 @@ PROGRESS_EVERY_S = 5.0
 @dataclasses.dataclass(frozen=True)
 class PipelineRun:
     """One trainer.test: its MPJPE, the seconds of its test loop (every batch read, run, back-projected and
-    scored), and the rest of its wall time (trainer start, writing predictions.json and worst_cases.png)."""
+    scored), the rest of its wall time (trainer start, writing predictions.json and worst_cases.png), and
+    how many of its images an ONNX Runtime engine also ran through the checkpoint's network (None: PyTorch)."""
 
     mpjpe: float
     loop_s: float
     fixed_s: float
+    images_cross_checked: int | None = None
 
 
 class Progress:
@@ -171,7 +175,9 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
         wall = time.perf_counter() - start
         evaluator.tf32 = settings.trainer.tf32
         loop = float(writer.results["throughput"]["seconds"])
-        return PipelineRun(float(writer.results["metrics"]["mpjpe"]), loop, wall - loop)
+        verification = (writer.results["inference"].get("onnx") or {}).get("verification") or {}
+        checked = verification.get("images_checked")
+        return PipelineRun(float(writer.results["metrics"]["mpjpe"]), loop, wall - loop, None if checked is None else int(checked))
 
     pipeline("warm-up: first pipeline pass (crop cache)")
     images = torch.stack([datamodule.dataset[i]["image"] for i in range(count)])
@@ -240,7 +246,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     if onnx_module is not None:
         pipeline("warm-up: first ONNX Runtime pipeline pass", evaluator=onnx_module)
         pipelines["f"] = lambda: pipeline("(f) ONNX Runtime pipeline", evaluator=onnx_module)
-    piped = {name: PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs))
+    piped = {name: PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs), runs[0].images_cross_checked)
              for name, runs in _rounds(pipelines, repeats).items()}  # fmt: skip
 
     def data_pass() -> None:
@@ -268,6 +274,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
             "onnx_pipeline_fixed_s": onnx_piped.fixed_s, "onnx_mpjpe_change_vs_pytorch": onnx_piped.mpjpe - mpjpe,
             "onnx_provider": settings.onnx_provider.value, "onnx_export_cached": bool((onnx_info.get("cache") or {}).get("hit")),
             "onnx_source_verified": onnx_info.get("source_verified"), "onnx_pipeline_vs_eager": eager_s / onnx_piped.loop_s,
+            "onnx_pipeline_images_cross_checked": onnx_piped.images_cross_checked,
         }  # fmt: skip
     else:
         onnx = {key: None for key in ONNX_KEYS} | {"onnx_note": onnx_note}
@@ -294,7 +301,8 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
 
 # The JSON line's ONNX Runtime figures, null (with ``onnx_note``) when ONNX Runtime could not be measured.
 ONNX_KEYS = ("onnx_ips", "onnx_vs_inference", "onnx_max_coord_diff", "onnx_pipeline_ips", "onnx_pipeline_vs_onnx",
-             "onnx_pipeline_fixed_s", "onnx_mpjpe_change_vs_pytorch", "onnx_pipeline_vs_eager")  # fmt: skip
+             "onnx_pipeline_fixed_s", "onnx_mpjpe_change_vs_pytorch", "onnx_pipeline_vs_eager",
+             "onnx_pipeline_images_cross_checked")  # fmt: skip
 
 
 def _onnx_engine(plan: RunPlan, datamodule: Any) -> tuple[PoseEvaluator | None, str | None]:
@@ -339,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'(f) whole pipeline, ONNX Runtime':<44}{result['onnx_pipeline_ips']:>10.2f}   "
               f"{result['onnx_pipeline_vs_onnx']:.2f}x (e), {result['onnx_pipeline_vs_eager']:.2f}x (a); "
               f"plus {result['onnx_pipeline_fixed_s']:.2f} s a run; MPJPE change vs (c) {result['onnx_mpjpe_change_vs_pytorch']:+.1e} mm")  # fmt: skip
+        print(f"{'':<44}{'':>10}   {result['onnx_pipeline_images_cross_checked']} of {result['num_images']} images also run "
+              "through the checkpoint's PyTorch network (the cross-check, included in (f))")  # fmt: skip
     else:
         print(f"(e), (f) ONNX Runtime: not measured ({result['onnx_note']})")
     print(f"heatmap coordinates vs (a): max |diff| {result['max_coord_diff_vs_eager']:.2e}; MPJPE {result['mpjpe']:.2f} mm "

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from ..common.errors import CheckpointError
+from ..common.files import special_kind
 from ..common.read_once import FILES
 
 _WRAPPER_PREFIXES = ("module.", "model.", "net.", "network.")
@@ -96,11 +97,8 @@ def _archive_root(folder: Path) -> Path:
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):  # fmt: skip
-        if test(mode):
-            return name
-    return "not a regular file"
+    kind = special_kind(mode)
+    return f"a {kind}" if kind else "not a regular file"
 
 
 def _entry_status(path: Path, root: Path, file: Path) -> os.stat_result:

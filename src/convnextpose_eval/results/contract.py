@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.errors import EvalError
+from ..common.files import special_kind
 from .files import BENCHMARK_JSON, PREDICTIONS_FILE, RESULTS_FILE
 
 SCHEMA_SUFFIX = ".schema.json"
@@ -122,7 +123,7 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTE
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ContractError(f"{path}: not a regular file (a {_kind(info.st_mode)}); a run's files are plain files")
+            raise ContractError(f"{path}: not a regular file (a {special_kind(info.st_mode) or 'special file'}); a run's files are plain files")
         if info.st_size > max_bytes:
             raise ContractError(f"{path}: {info.st_size} bytes, more than the {max_bytes} this reader accepts")
         with os.fdopen(os.dup(fd), "rb") as handle:
@@ -136,12 +137,6 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTE
     return data
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):  # fmt: skip
-        if test(mode):
-            return name
-    return "special file"
 
 
 def _no_constant(name: str) -> Any:

@@ -579,24 +579,20 @@
       return ok.map(function (e, i) { return { name: e.label, colour: SERIES[i % SERIES.length], values: e[field] || {} }; });
     };
     append(root, section("Ours against the paper", "headline", [groupedBarChart(labelsOk, headlineSeries, { id: "headline-chart", unit: "headline error (mm)" })]));
-    append(root, section("Per action (each variant's headline metric)", "per-action", [
-      el("div", { class: "grid2" }, [
-        groupedBarChart(data.actions, series("per_action"), { id: "per-action-chart", unit: "mm" }),
-        el("div", { class: "scroll" }, sortableTable([{ key: "name", label: "action", text: true }].concat(ok.map(function (e) {
-          return { key: e.label, label: e.label, format: function (v) { return fmt(v); } };
-        })), data.actions.map(function (action) {
-          var row = { name: action }; ok.forEach(function (e) { row[e.label] = (e.per_action || {})[action]; }); return row;
-        }), { id: "per-action-table" })),
-      ])]));
-    append(root, section("Per joint (MPJPE)", "per-joint", [
-      el("div", { class: "grid2" }, [
-        groupedBarChart(data.joint_names, series("per_joint"), { id: "per-joint-chart", unit: "mm" }),
-        el("div", { class: "scroll" }, sortableTable([{ key: "name", label: "joint", text: true }].concat(ok.map(function (e) {
-          return { key: e.label, label: e.label, format: function (v) { return fmt(v); } };
-        })), data.joint_names.map(function (joint) {
-          var row = { name: joint }; ok.forEach(function (e) { row[e.label] = (e.per_joint || {})[joint]; }); return row;
-        }), { id: "per-joint-table" })),
-      ])]));
+    // One figure and its table per breakdown: a row per name, a column per variant.
+    var breakdown = function (title, anchor, names, field, column) {
+      append(root, section(title, anchor, [
+        el("div", { class: "grid2" }, [
+          groupedBarChart(names, series(field), { id: anchor + "-chart", unit: "mm" }),
+          el("div", { class: "scroll" }, sortableTable([{ key: "name", label: column, text: true }].concat(ok.map(function (e) {
+            return { key: e.label, label: e.label, format: function (v) { return fmt(v); } };
+          })), names.map(function (name) {
+            var row = { name: name }; ok.forEach(function (e) { row[e.label] = (e[field] || {})[name]; }); return row;
+          }), { id: anchor + "-table" })),
+        ])]));
+    };
+    breakdown("Per action (each variant's headline metric)", "per-action", data.actions, "per_action", "action");
+    breakdown("Per joint (MPJPE)", "per-joint", data.joint_names, "per_joint", "joint");
     append(root, section("Weights of each variant", "weights", ok.map(function (e) {
       return el("div", {}, [el("h3", { text: e.label }), weightsBlock(e.weights)]);
     })));

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import os
 import shutil
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -405,3 +406,19 @@ def test_cold_store_is_filled_by_workers_and_a_warm_one_is_read_without_them(dat
     for a, b in zip(first, second):
         assert a["index"].tolist() == b["index"].tolist()
         assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the workers' start method on Linux only")
+def test_workers_are_forked_even_where_the_process_default_is_spawn(data) -> None:
+    """A DDP rank started by spawning inherits "spawn" as its default: its DataLoader workers must still be
+    forked, not fresh interpreters that import torch and Lightning again (docs/speed.md)."""
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        loader = _datamodule(data, batch_size=8, workers=2).test_dataloader()
+        assert loader.num_workers == min(2, os.cpu_count() or 1)
+        assert loader.multiprocessing_context.get_start_method() == "fork"
+        served = [b["index"].tolist() for b in loader]
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+    assert sum(served, []) == list(range(49))

@@ -1,16 +1,23 @@
 """The one way tests run the command-line tools: ``run_eval.py`` and ``python -m convnextpose_eval.<tool>``.
 
-Every run is a real subprocess of this checkout's code (``src/`` first on PYTHONPATH), started in the
-checkout, with its outputs, caches and sample under a project root of the test's choosing
-(``CONVNEXTPOSE_EVAL_ROOT``), so no test writes into the checkout or reads another test's files.
+Every run is a process of its own running this checkout's code (``src/`` first on PYTHONPATH), started in
+the checkout, with its outputs, caches and sample under a project root of the test's choosing
+(``CONVNEXTPOSE_EVAL_ROOT``), so no test writes into the checkout or reads another test's files. Runs to
+completion are forked from a server that has the third-party packages imported (``tests/forkserver.py``);
+``fresh=True`` and every started run (``start_cli``) are new interpreters.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -111,17 +118,74 @@ def run_cli(
     cwd: Path = PROJECT_ROOT,
     timeout: float = DEFAULT_TIMEOUT_S,
     shared_exports: bool = True,
+    fresh: bool = False,
 ) -> CliRun:
     """Run a tool to completion and capture its text output; ``env`` adds to (or overrides) :func:`cli_env`.
 
     ``shared_exports``: reuse the session's ONNX exports (:func:`share_exports`); False for tests of the cache itself.
+    ``fresh``: start a new interpreter, for tests of what it prints while it starts; otherwise the run is
+    forked from the session's pre-imported server (``tests/forkserver.py``), the same entry point and code
+    without paying the third-party imports again.
     """
     if shared_exports:
         share_exports(root, args)
     command = cli_command(*args, module=module)
     started = time.monotonic()
-    done = subprocess.run(command, check=False, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
-    return CliRun(tuple(command), done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+    if fresh:
+        done = subprocess.run(command, check=False, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
+        return CliRun(tuple(command), done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+    returncode, out, err = _forked(command, cwd=cwd, env=cli_env(root, env), timeout=timeout)
+    return CliRun(tuple(command), returncode, out, err, time.monotonic() - started)
+
+
+_FORKSERVER = Path(__file__).with_name("forkserver.py")
+_server: subprocess.Popen[str] | None = None
+_server_lock = threading.Lock()  # tests start runs from several threads
+
+
+def _forkserver_socket() -> Path:
+    """The session's fork server (``tests/forkserver.py``), started on first use and stopped at exit."""
+    global _server
+    path = Path(tempfile.gettempdir()) / f"convnextpose-eval-forkserver-{os.getpid()}.sock"
+    with _server_lock:
+        if _server is not None and _server.poll() is None:
+            return path
+        path.unlink(missing_ok=True)
+        log = path.with_suffix(".log")
+        with log.open("w") as errors:  # the server's own errors, for a failed start
+            _server = subprocess.Popen([sys.executable, str(_FORKSERVER), str(path)], cwd=PROJECT_ROOT, env=cli_env(None),
+                                       stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL, text=True)
+        atexit.register(_stop_server, _server, path)
+        if _server.stdout is None or _server.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the fork server did not start; see {log}")
+        return path
+
+
+def _stop_server(server: subprocess.Popen[str], path: Path) -> None:
+    server.kill()
+    server.wait()
+    path.unlink(missing_ok=True)
+    path.with_suffix(".log").unlink(missing_ok=True)
+
+
+def _forked(command: list[str], cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:
+    """Run ``command`` (``python ARGS``) as a child of the fork server; its exit status and both streams."""
+    with tempfile.TemporaryDirectory(prefix="convnextpose-eval-run-") as scratch, socket.socket(socket.AF_UNIX) as connection:
+        out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
+        connection.connect(str(_forkserver_socket()))
+        request = {"argv": command[1:], "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
+        connection.sendall((json.dumps(request) + "\n").encode())
+        replies = connection.makefile("r")
+        pid = int(replies.readline())
+        connection.settimeout(timeout)
+        try:
+            status = replies.readline()
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
+            raise subprocess.TimeoutExpired(command, timeout) from None
+        if not status.strip():
+            raise RuntimeError(f"the fork server lost the run of {' '.join(command)}")
+        return int(status), out.read_text(), err.read_text()
 
 
 def start_cli(

@@ -83,7 +83,7 @@ def test_help_says_what_the_tool_does_and_lists_the_commands(cli_root):
 
 
 def test_flip_test_maybe_is_refused_in_one_line(cli_root):
-    done = run_cli(cli_root, "experiment=demo", "variant=XS", "flip_test=maybe")
+    done = run_cli(cli_root, "experiment=demo", "variant=XS", "flip_test=maybe", fresh=True)
     assert_refused(done, "error: flip_test: Value 'maybe' is not a valid bool (type str)")
 
 
@@ -116,7 +116,7 @@ def test_missing_data_root_is_refused_before_any_download(cli_root, tmp_path, mo
 def test_sample_alone_runs_offline_quietly_and_logs_the_table(cli_root, sample_dir):
     """``data=sample variant=XS``: the sample's own checkpoint, no download, no tips or deprecation noise."""
     out = cli_root / "sample_alone"
-    done = run_cli(cli_root, "data=sample", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}")
+    done = run_cli(cli_root, "data=sample", "variant=XS", "data.protocol=1", f"hydra.run.dir={out}", fresh=True)
     assert done.returncode == 0, done.describe()
     results = read_json(out / "results.json")
     assert results["num_samples"] == SAMPLE_P1_GT and results["variant"] == "XS"

@@ -264,21 +264,20 @@ def _entries(sweep: Path) -> dict[str, dict]:
 
 
 @needs_slurm
-@pytest.mark.parametrize("kind", ["one task per job", "ddp"])
-def test_slurm_sweep_with_the_shipped_defaults_gives_the_single_runs(root, single, tmp_path, kind):
+def test_slurm_ddp_sweep_with_the_shipped_defaults_gives_the_single_runs(root, single, tmp_path):
+    """Two tasks per job; the one-task sweep of the same page is run by the failed-job test below."""
     sweep = tmp_path / "sweep"
-    command = page_command(SLURM_SWEEP if kind == "one task per job" else SLURM_DDP_SWEEP, SWEEP=sweep)
-    assert ("trainer=ddp" in command) == (kind == "ddp")
+    command = page_command(SLURM_DDP_SWEEP, SWEEP=sweep)
+    assert "trainer=ddp" in command
     done = run(command, root, timeout=400)
     assert done.returncode == 0, describe(done)
-    world = 2 if kind == "ddp" else 1
     for job, variant in (("0_XS", "XS"), ("1_S", "S")):
-        assert_written_by_rank_zero_only(sweep / job, world_size=world)
+        assert_written_by_rank_zero_only(sweep / job, world_size=2)
         assert_single_run_figures(read(sweep / job / "results.json"), single[variant])
     assert {v: e["status"] for v, e in _entries(sweep).items()} == {"XS": "ok", "S": "ok"}
     # One log per task (rank) under .submitit/, and every SLURM job completed.
     logs = sorted(p.name for p in (sweep / ".submitit").rglob("*_log.out"))
-    assert len(logs) == 2 * world, logs
+    assert len(logs) == 2 * 2, logs
     assert all(state == ("COMPLETED", "0:0") for state in _job_states(sweep).values()), _job_states(sweep)
 
 
@@ -338,20 +337,23 @@ def test_a_job_slurm_cannot_start_is_reported_with_its_pending_reason(root, tmp_
 
 @needs_slurm
 def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single, tmp_path):
-    """The second job's checkpoint is broken: SLURM says FAILED, the report says why. Repaired, ``sweep.resume=true``
-    keeps the first job's results untouched, reruns the second, and the report covers both."""
+    """docs/clusters.md's one-task-per-job sweep, with the second job's checkpoint broken: SLURM says FAILED,
+    the report says why, and the first job is the single run. Repaired, ``sweep.resume=true`` keeps the first
+    job's results untouched, reruns the second, which is the single run too, and the report covers both."""
     sweep, checkpoints = tmp_path / "sweep", tmp_path / "checkpoints"
     shutil.copytree(root / "outputs" / "sample" / "checkpoints", checkpoints)
     good = (checkpoints / "ConvNeXtPose_S.tar").read_bytes()
     (checkpoints / "ConvNeXtPose_S.tar").write_bytes(good[:5000])
     resume = page_command(SLURM_RESUME, SWEEP=sweep)
-    assert resume[-1] == "sweep.resume=true"
+    assert resume[:-1] == page_command(SLURM_SWEEP, SWEEP=sweep) and resume[-1] == "sweep.resume=true"
     first = run([*resume[:-1], f"data.checkpoint_dir={checkpoints}"], root, timeout=400)
     assert first.returncode == 1, describe(first)
     entries = _entries(sweep)
     assert entries["XS"]["status"] == "ok" and entries["S"]["status"] == "failed" and "truncated" in entries["S"]["error"]
     states = _job_states(sweep)
     assert sorted(state for state, _ in states.values()) == ["COMPLETED", "FAILED"], states
+    assert_written_by_rank_zero_only(sweep / "0_XS", world_size=1)
+    assert_single_run_figures(read(sweep / "0_XS" / "results.json"), single["XS"])
     kept = (sweep / "0_XS" / "results.json").stat().st_mtime_ns
 
     (checkpoints / "ConvNeXtPose_S.tar").write_bytes(good)
@@ -360,8 +362,11 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     assert (sweep / "0_XS" / "results.json").stat().st_mtime_ns == kept
     entries = _entries(sweep)
     assert {v: e["status"] for v, e in entries.items()} == {"XS": "ok", "S": "ok"}
+    assert_written_by_rank_zero_only(sweep / "1_S", world_size=1)
     assert_single_run_figures(read(sweep / "1_S" / "results.json"), single["S"])
     assert not (sweep / "1_S" / "failure.json").exists()
+    # One log per task under .submitit/: both sweeps submit both jobs; the kept one finds its files proven and stops.
+    assert len(list((sweep / ".submitit").rglob("*_log.out"))) == 4
 
 
 @needs_slurm

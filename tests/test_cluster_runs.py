@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import PROJECT_ROOT, cli_env, wait_for
+from cli import PROJECT_ROOT, cli_env, run_cli, wait_for
 from doc_commands import page_command
 
 pytestmark = pytest.mark.slow
@@ -49,6 +49,12 @@ def read(path: Path) -> dict:
 
 
 def run(command: list[str], root: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a page's command. A SLURM sweep's own process (``python run_eval.py -m hydra/launcher=slurm ...``,
+    which submits the jobs and waits for them) is forked like every ``run_cli`` run; the jobs, tasks, srun,
+    salloc and torchrun start their own interpreters."""
+    if command[:3] == ["python", "run_eval.py", "-m"] and "hydra/launcher=slurm" in command:
+        done = run_cli(root, *command[2:], env=env, timeout=timeout)
+        return subprocess.CompletedProcess(list(done.command), done.returncode, done.stdout, done.stderr)
     return subprocess.run(command, cwd=PROJECT_ROOT, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
 
 

@@ -9,7 +9,7 @@ per-action MPJPE and PA-MPJPE to 0.05 mm, sample counts, image order, boxes,
 roots and every predicted joint.
 
 XS runs as one Hydra sweep over protocol x use_gt_info x flip_test (eight jobs in
-one subprocess; each job is exactly a single run), started in the background as
+one process of its own, forked by tests/cli.py's ``run_cli``; each job is exactly a single run), started in the background as
 soon as the first test asks for it; M runs as a single run (legacy head keys,
 64^3 heatmaps) through the same entry point in this process meanwhile
 (tests/inprocess.py), then the reference computes in this process.
@@ -18,7 +18,7 @@ soon as the first test asks for it; M runs as a single run (legacy head keys,
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import threading
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference_eval as ref
-from cli import start_cli
+from cli import run_cli
 from inprocess import run_in_process
 from omegaconf import OmegaConf
 
@@ -79,9 +79,9 @@ class ProjectRuns:
             ),
         ]
         self.finished: dict[str, tuple[int, str]] = {}
-        self.processes: list[subprocess.Popen] = []
-        # The subprocess is started here, before any run in this process changes the environment it copies.
-        self.threads = [threading.Thread(target=self._collect, args=(key, start_cli(self.eval_root, *args, stderr=subprocess.STDOUT)), daemon=True)
+        # The sweep's environment is this process's now, before any run in this process changes it.
+        environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
+        self.threads = [threading.Thread(target=self._collect, args=(key, args, environment), daemon=True)
                         for key, args, _ in self.commands if key == "XS"]  # fmt: skip
         for thread in self.threads:
             thread.start()
@@ -89,11 +89,9 @@ class ProjectRuns:
             if key != "XS":
                 self._run_in_process(key, args)
 
-    def _collect(self, key: str, process: subprocess.Popen) -> None:
-        started = time.perf_counter()
-        self.processes.append(process)
-        output, _ = process.communicate()
-        self.finished[key] = (process.returncode, f"[{time.perf_counter() - started:.1f} s]\n{output}")
+    def _collect(self, key: str, args: list[str], environment: dict[str, str]) -> None:
+        done = run_cli(self.eval_root, *args, env=environment, timeout=WAIT_LIMIT_S)
+        self.finished[key] = (done.returncode, f"[{done.seconds:.1f} s]\n{done.stdout}{done.stderr}")
 
     def _run_in_process(self, key: str, args: list[str]) -> None:
         started = time.perf_counter()
@@ -102,19 +100,9 @@ class ProjectRuns:
         self.finished[key] = (done.returncode, f"[{time.perf_counter() - started:.1f} s, in this process]\n{done.stderr}")
 
     def stop(self) -> None:
-        """Let finished runs exit on their own (a few seconds after their last file); end any still working."""
-        deadline = time.monotonic() + 30
+        """Wait for the sweep to exit (a few seconds after its last file)."""
         for thread in self.threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-        for thread in self.threads:
-            thread.join(timeout=10)
+            thread.join(timeout=WAIT_LIMIT_S)
 
     def outputs(self, variant: str, protocol: int, use_gt_info: bool, flip_test: bool) -> tuple[dict, list[dict]]:
         """results.json and predictions.json of one combo, waiting for its job to finish writing them."""

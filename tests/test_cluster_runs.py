@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import PROJECT_ROOT, cli_env, run_cli, wait_for
+from cli import PROJECT_ROOT, cli_env, run_cli, share_exports, wait_for
 from doc_commands import page_command
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,11 @@ def assert_written_by_rank_zero_only(folder: Path, world_size: int) -> None:
 
 @pytest.fixture(scope="module")
 def root(eval_root_with_sample) -> Path:
-    return eval_root_with_sample("cluster_runs")
+    """The launches' project root, its ONNX export cache the session's (``cli.share_exports``): every rank and
+    job finds the sample's exports made, as the single runs they are compared with did."""
+    folder = eval_root_with_sample("cluster_runs")
+    share_exports(folder, ())
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ import warnings
 PRELOAD = ("numpy", "scipy.signal", "cv2", "PIL.Image", "matplotlib.pyplot", "torch", "pytorch_lightning", "torchmetrics", "hydra",
            "omegaconf", "onnx", "onnxruntime", "yaml", "jsonschema")
 
+_PARENT_CHECK_S = 5.0
+
 
 def preload() -> None:
     """Import the heavy third-party packages, silently: their import-time output belongs to no run."""
@@ -54,9 +56,18 @@ def serve(path: str) -> None:
     server.bind(path)
     server.listen(64)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the per-connection children reap themselves
+    # Wake now and then to leave with the test session, should it die without stopping this server.
+    server.settimeout(_PARENT_CHECK_S)
+    parent = os.getppid()
     print("ready", flush=True)
     while True:
-        connection, _ = server.accept()
+        try:
+            connection, _ = server.accept()
+        except TimeoutError:
+            if os.getppid() != parent:
+                os.unlink(path)
+                return
+            continue
         if os.fork() == 0:
             server.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -61,13 +61,15 @@ class CliRun:
         )
 
 
-def cli_env(root: Path | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment with the checkout's ``src/`` first on PYTHONPATH and ``root`` as project root.
+def cli_env(root: Path | None, extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (or ``base``, one taken earlier) with the checkout's ``src/`` first on
+    PYTHONPATH and ``root`` as project root.
 
     HYDRA_FULL_ERROR is dropped: it turns the one-line errors under test into tracebacks.
     """
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    source = os.environ if base is None else base
+    env = {key: value for key, value in source.items() if key != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), source.get("PYTHONPATH")]))
     if root is not None:
         env["CONVNEXTPOSE_EVAL_ROOT"] = str(root)
     env.update(extra or {})
@@ -103,11 +105,12 @@ def share_exports(root: Path | None, args: tuple[str, ...]) -> None:
         pass  # a run started beside this one (another thread of the test) linked it first
 
 
-def cli_command(*args: str, module: str | None = None) -> list[str]:
-    """``python run_eval.py ARGS trainer.progress_bar=false``, or ``python -m MODULE ARGS``."""
+def cli_command(*args: str, module: str | None = None, quiet: bool = True) -> list[str]:
+    """``python run_eval.py ARGS trainer.progress_bar=false`` (without the last word if not ``quiet``), or
+    ``python -m MODULE ARGS``."""
     if module is not None:
         return [sys.executable, "-m", module, *args]
-    return [sys.executable, str(RUN_EVAL), *args, *RUN_EVAL_QUIET]
+    return [sys.executable, str(RUN_EVAL), *args, *(RUN_EVAL_QUIET if quiet else ())]
 
 
 def run_cli(
@@ -119,22 +122,27 @@ def run_cli(
     timeout: float = DEFAULT_TIMEOUT_S,
     shared_exports: bool = True,
     fresh: bool = False,
+    as_written: bool = False,
+    base_env: Mapping[str, str] | None = None,
 ) -> CliRun:
     """Run a tool to completion and capture its text output; ``env`` adds to (or overrides) :func:`cli_env`.
 
     ``shared_exports``: reuse the session's ONNX exports (:func:`share_exports`); False for tests of the cache itself.
     ``fresh``: start a new interpreter, for tests of what it prints while it starts; otherwise the run is
     forked from the session's pre-imported server (``tests/forkserver.py``), the same entry point and code
-    without paying the third-party imports again.
+    without paying the third-party imports again (on Linux; elsewhere every run is fresh).
+    ``as_written``: a page's command exactly, without ``trainer.progress_bar=false`` added.
+    ``base_env``: the environment to start from instead of this process's (one taken before other threads change it).
     """
     if shared_exports:
         share_exports(root, args)
-    command = cli_command(*args, module=module)
+    command = cli_command(*args, module=module, quiet=not as_written)
+    environment = cli_env(root, env, base_env)
     started = time.monotonic()
-    if fresh:
-        done = subprocess.run(command, check=False, cwd=cwd, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
+    if fresh or not sys.platform.startswith("linux"):
+        done = subprocess.run(command, check=False, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
         return CliRun(tuple(command), done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-    returncode, out, err = _forked(command, cwd=cwd, env=cli_env(root, env), timeout=timeout)
+    returncode, out, err = _forked(command, cwd=cwd, env=environment, timeout=timeout)
     return CliRun(tuple(command), returncode, out, err, time.monotonic() - started)
 
 
@@ -161,6 +169,13 @@ def _forkserver_socket() -> Path:
         return path
 
 
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _stop_server(server: subprocess.Popen[str], path: Path) -> None:
     server.kill()
     server.wait()
@@ -181,8 +196,11 @@ def _forked(command: list[str], cwd: Path, env: Mapping[str, str], timeout: floa
         try:
             status = replies.readline()
         except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
+            _kill(pid)
             raise subprocess.TimeoutExpired(command, timeout) from None
+        except BaseException:  # Ctrl-C or a failing test: the run ends with it, as subprocess.run's child does
+            _kill(pid)
+            raise
         if not status.strip():
             raise RuntimeError(f"the fork server lost the run of {' '.join(command)}")
         return int(status), out.read_text(), err.read_text()

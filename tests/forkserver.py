@@ -107,6 +107,7 @@ def run(request: dict) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = request["argv"]
     extra_path = [entry for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
+    interrupted = False
     try:
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
@@ -121,11 +122,11 @@ def run(request: dict) -> None:
         code = exit_code(stop.code)
     except KeyboardInterrupt:
         sys.excepthook(*sys.exc_info())
-        code = -signal.SIGINT
+        code, interrupted = 1, True
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    leave(code)
+    leave(code, interrupted)
 
 
 def exit_code(code: object) -> int:
@@ -138,19 +139,21 @@ def exit_code(code: object) -> int:
     return 1
 
 
-def leave(code: int) -> None:
+def leave(code: int, interrupted: bool) -> None:
     """Exit as the interpreter does (wait for threads, atexit, flush), but skip the native libraries' static
-    destructors: some wait on threads of the server that a forked child does not have, and hang."""
+    destructors: some wait on threads of the server that a forked child does not have, and hang. An
+    uncaught Ctrl-C ends the process by SIGINT, as it ends a fresh interpreter."""
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except (OSError, ValueError):
             pass
-    if code < 0:  # ended by Ctrl-C: die of SIGINT, as a fresh interpreter does
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     os._exit(code & 0xFF)
 
 

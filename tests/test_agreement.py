@@ -21,6 +21,7 @@ import json
 import os
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ class ProjectRuns:
         ]
         self.finished: dict[str, tuple[int, str]] = {}
         # The sweep's environment is this process's now, before any run in this process changes it.
-        environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
+        environment = dict(os.environ)
         self.threads = [threading.Thread(target=self._collect, args=(key, args, environment), daemon=True)
                         for key, args, _ in self.commands if key == "XS"]  # fmt: skip
         for thread in self.threads:
@@ -90,7 +91,11 @@ class ProjectRuns:
                 self._run_in_process(key, args)
 
     def _collect(self, key: str, args: list[str], environment: dict[str, str]) -> None:
-        done = run_cli(self.eval_root, *args, env=environment, timeout=WAIT_LIMIT_S)
+        try:
+            done = run_cli(self.eval_root, *args, base_env=environment, timeout=WAIT_LIMIT_S)
+        except Exception:  # noqa: BLE001 - recorded, so that the tests waiting for its files fail at once
+            self.finished[key] = (-1, traceback.format_exc())
+            return
         self.finished[key] = (done.returncode, f"[{done.seconds:.1f} s]\n{done.stdout}{done.stderr}")
 
     def _run_in_process(self, key: str, args: list[str]) -> None:

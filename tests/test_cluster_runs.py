@@ -53,7 +53,7 @@ def run(command: list[str], root: Path, timeout: float = 300, env: dict[str, str
     which submits the jobs and waits for them) is forked like every ``run_cli`` run; the jobs, tasks, srun,
     salloc and torchrun start their own interpreters."""
     if command[:3] == ["python", "run_eval.py", "-m"] and "hydra/launcher=slurm" in command:
-        done = run_cli(root, *command[2:], env=env, timeout=timeout)
+        done = run_cli(root, *command[2:], env=env, timeout=timeout, as_written=True)
         return subprocess.CompletedProcess(list(done.command), done.returncode, done.stdout, done.stderr)
     return subprocess.run(command, cwd=PROJECT_ROOT, env=cli_env(root, env), capture_output=True, text=True, timeout=timeout)
 
@@ -375,8 +375,11 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     assert_written_by_rank_zero_only(sweep / "1_S", world_size=1)
     assert_single_run_figures(read(sweep / "1_S" / "results.json"), single["S"])
     assert not (sweep / "1_S" / "failure.json").exists()
-    # One log per task under .submitit/: both sweeps submit both jobs; the kept one finds its files proven and stops.
+    # One log per task under .submitit/: both sweeps submit both jobs; the kept one finds its files proven and
+    # stops. Every job but the first sweep's broken one completed.
     assert len(list((sweep / ".submitit").rglob("*_log.out"))) == 4
+    states = sorted(_job_states(sweep).values())
+    assert states == [("COMPLETED", "0:0")] * 3 + [("FAILED", states[-1][1])] and states[-1][1] != "0:0", states
 
 
 @needs_slurm

@@ -93,13 +93,15 @@ def answer(connection: socket.socket) -> None:
 def run(request: dict) -> None:
     """Become the requested command: its folder, environment, streams and ``sys.argv``, then its entry point.
 
-    ``SystemExit`` and uncaught exceptions leave through the interpreter's normal exit, as in a fresh one.
+    Its ending is a fresh interpreter's: ``sys.exit``'s status, a traceback and status 1 for an uncaught
+    exception, death by SIGINT for an uncaught Ctrl-C (:func:`leave`).
     """
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
+    os.close(null)
     for fd, target in ((1, request["stdout"]), (2, request["stderr"])):
         opened = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(opened, fd)

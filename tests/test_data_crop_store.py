@@ -421,4 +421,4 @@ def test_workers_are_forked_even_where_the_process_default_is_spawn(data) -> Non
         served = [b["index"].tolist() for b in loader]
     finally:
         multiprocessing.set_start_method(before, force=True)
-    assert sum(served, []) == list(range(49))
+    assert [row for rows in served for row in rows] == list(range(49))

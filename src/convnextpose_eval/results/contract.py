@@ -137,8 +137,6 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTE
     return data
 
 
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 

@@ -79,7 +79,11 @@ def cli_env(root: Path | None, extra: Mapping[str, str] | None = None, base: Map
 # Exports of the sample's checkpoints made by any run of this session land here and are reused by every
 # later run, whatever its project root or paths.cache_dir: the cache key (checkpoint sha256, architecture,
 # opset, versions) is the same for all of them, and the cache's file lock makes parallel runs safe.
-SHARED_EXPORTS = Path(tempfile.gettempdir()) / f"convnextpose-eval-test-exports-{os.getpid()}"
+# Under pytest-xdist every worker shares the one cache of the session that started them (conftest.py
+# names it in SESSION_ENV before the workers start); that session alone removes it.
+SESSION_ENV = "CONVNEXTPOSE_EVAL_TEST_SESSION"
+SESSION_OWNER = os.environ.get(SESSION_ENV, str(os.getpid()))
+SHARED_EXPORTS = Path(tempfile.gettempdir()) / f"convnextpose-eval-test-exports-{SESSION_OWNER}"
 
 
 def share_exports(root: Path | None, args: tuple[str, ...]) -> None:

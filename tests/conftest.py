@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import PROJECT_ROOT, SHARED_EXPORTS
+from cli import PROJECT_ROOT, SESSION_ENV, SESSION_OWNER, SHARED_EXPORTS
+from filelock import FileLock
 from omegaconf import DictConfig
 
 from convnextpose_eval.config.compose import (
@@ -59,13 +60,65 @@ _CPU_TAG = b"X\x03\x00\x00\x00cpu"  # protocol-2 BINUNICODE 'cpu'
 _CUDA_TAG = b"X\x06\x00\x00\x00cuda:0"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_exports_removed():
-    """The session's shared ONNX export cache (``cli.SHARED_EXPORTS``) goes when the session ends."""
-    yield
+# --------------------------------------------------------------------------- tests side by side
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before pytest-xdist starts its workers (``-n auto --dist loadfile``, pyproject.toml): each worker's
+    PyTorch and ONNX Runtime get an equal share of the cores instead of one thread per core each (two
+    workers with two threads each on two cores ran every end-to-end test at about half speed), and the
+    workers learn which session they belong to, so that they share its ONNX exports and session runs."""
+    workers = getattr(config.option, "numprocesses", None) or 0
+    if workers and not hasattr(config, "workerinput"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(max(1, cores // workers)))
+        os.environ[SESSION_ENV] = str(os.getpid())
+
+
+# The files that ran longest in the timed runs of docs/testing.md ("What the tests cost"), longest first.
+# Under ``--dist loadfile`` files go to the workers in collection order, each whole to one worker, so a long
+# file handed out last ends the run on one worker while the other idles (50 s of a 10-minute run, before
+# this order). The first two need different session runs (``default_engine_p1``, ``demo_sweep_p1``), so
+# the two workers start by making one each instead of one waiting for the other.
+LONGEST_FILES = ("test_cluster_runs.py", "test_onnx_eval.py", "test_evaluate.py", "test_cli.py", "test_onnx_trust.py",
+                 "test_agreement.py", "test_deploy.py", "test_results_contract.py", "test_untrusted_inputs.py",
+                 "test_notebook_install.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first, in LONGEST_FILES' order; every other file after them, as collected."""
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The session's shared ONNX export cache (``cli.SHARED_EXPORTS``) goes with the session that made it
+    (under xdist the controller, once every worker is done), not with a worker or a nested pytest."""
+    if SESSION_OWNER == str(os.getpid()):
+        import shutil
+
+        shutil.rmtree(SHARED_EXPORTS, ignore_errors=True)
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """``make(folder)`` run once per test session, whichever xdist worker asks first; the others wait for it.
+
+    The folder is in the session's shared temporary folder (each worker's own is a folder inside it). A
+    ``make`` that fails leaves no mark, so the next worker that asks tries again and fails with its own error.
+    """
     import shutil
 
-    shutil.rmtree(SHARED_EXPORTS, ignore_errors=True)
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, done = base / name, base / f"{name}.done"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -254,42 +307,49 @@ def eval_root_with_sample(sample_eval_root, tmp_path_factory) -> Callable[[str],
     """
 
     def make(name: str) -> Path:
-        root = tmp_path_factory.mktemp(name)
-        (root / "outputs").mkdir()
-        (root / "outputs" / "sample").symlink_to(sample_eval_root / "outputs" / "sample", target_is_directory=True)
-        return root
+        return link_sample(tmp_path_factory.mktemp(name), sample_eval_root)
 
     return make
 
 
+def link_sample(root: Path, sample_eval_root: Path) -> Path:
+    """``root`` made a project root whose outputs/sample links to the session's sample."""
+    (root / "outputs").mkdir(parents=True)
+    (root / "outputs" / "sample").symlink_to(sample_eval_root / "outputs" / "sample", target_is_directory=True)
+    return root
+
+
 @pytest.fixture(scope="session")
-def demo_sweep_p1(eval_root_with_sample) -> Path:
+def demo_sweep_p1(sample_eval_root, tmp_path_factory) -> Path:
     """The demo sweep, all four variants, on protocol 1 with a fresh crop cache (the root's own), through the
-    PyTorch engine, tracked with MLflow: docs/tracking.md's command as the page shows it. The sweep-report
+    PyTorch engine, tracked with MLflow: docs/tracking.md's command as the page shows it. Made once per session
+    (:func:`made_once`), whichever xdist worker asks first. The sweep-report
     tests read it, the ONNX Runtime runs are compared with it, the tracking tests read its store. Read-only."""
     from cli import run_cli
     from doc_commands import page_command
 
-    root = eval_root_with_sample("demo_sweep")
-    sweep = root / "sweep"
-    command = "python run_eval.py -m experiment=demo data.protocol=1 backend=pytorch logger=mlflow hydra.sweep.dir=SWEEP"
-    done = run_cli(root, *page_command(command, SWEEP=sweep)[2:])
-    assert done.returncode == 0, done.describe()
-    return sweep
+    def make(root: Path) -> None:
+        link_sample(root, sample_eval_root)
+        command = "python run_eval.py -m experiment=demo data.protocol=1 backend=pytorch logger=mlflow hydra.sweep.dir=SWEEP"
+        done = run_cli(root, *page_command(command, SWEEP=root / "sweep")[2:])
+        assert done.returncode == 0, done.describe()
+
+    return made_once(tmp_path_factory, "demo_sweep", make) / "sweep"
 
 
 @pytest.fixture(scope="session")
-def default_engine_p1(eval_root_with_sample) -> Path:
+def default_engine_p1(sample_eval_root, tmp_path_factory) -> Path:
     """XS and S of the demo on protocol 1, one process, default settings (on this CPU: ONNX Runtime on the
     cached export), tracked with TensorBoard: the single run that torchrun and SLURM launches of the same
     command are compared with, and the one-process run of test_evaluate.py (its TensorBoard and DDP tests).
-    Read-only."""
+    Made once per session (:func:`made_once`). Read-only."""
     from cli import run_cli
     from doc_commands import page_command
 
-    root = eval_root_with_sample("default_engine_p1")
-    sweep = root / "sweep"
-    command = "python run_eval.py -m experiment=demo variant=XS,S data.protocol=1 logger=tensorboard hydra.sweep.dir=SWEEP"
-    done = run_cli(root, *page_command(command, SWEEP=sweep)[2:])
-    assert done.returncode == 0, done.describe()
-    return sweep
+    def make(root: Path) -> None:
+        link_sample(root, sample_eval_root)
+        command = "python run_eval.py -m experiment=demo variant=XS,S data.protocol=1 logger=tensorboard hydra.sweep.dir=SWEEP"
+        done = run_cli(root, *page_command(command, SWEEP=root / "sweep")[2:])
+        assert done.returncode == 0, done.describe()
+
+    return made_once(tmp_path_factory, "default_engine_p1", make) / "sweep"

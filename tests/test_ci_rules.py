@@ -1,5 +1,6 @@
 """What CI must not skip: a ``required_in_ci`` test that skips fails under ``CI=true`` (conftest.py), and
-only there; a test without the marker (a GPU test on a CPU machine) still skips."""
+only there; a test without the marker (a GPU test on a CPU machine) still skips. And the order the
+workers get the files in names real files."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 from cli import PROJECT_ROOT
+from conftest import LONGEST_FILES
 
 PROBE = '''
 import pytest
@@ -45,3 +47,10 @@ def test_a_required_test_that_skips_fails_under_ci(tmp_path):
 def test_on_a_laptop_both_skip_and_say_why(tmp_path):
     out = _run_probe(tmp_path, None)
     assert "2 skipped" in out and "failed" not in out, out
+
+
+def test_the_files_handed_out_first_are_files_of_this_suite():
+    """conftest.py's LONGEST_FILES orders the suite for the workers; a renamed file would drop out unseen."""
+    missing = [name for name in LONGEST_FILES if not (PROJECT_ROOT / "tests" / name).is_file()]
+    assert not missing, f"conftest.LONGEST_FILES names files that are not in tests/: {missing}"
+    assert len(set(LONGEST_FILES)) == len(LONGEST_FILES)

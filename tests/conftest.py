@@ -319,22 +319,28 @@ def link_sample(root: Path, sample_eval_root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def demo_sweep_p1(sample_eval_root, tmp_path_factory) -> Path:
-    """The demo sweep, all four variants, on protocol 1 with a fresh crop cache (the root's own), through the
-    PyTorch engine, tracked with MLflow: docs/tracking.md's command as the page shows it. Made once per session
-    (:func:`made_once`), whichever xdist worker asks first. The sweep-report
-    tests read it, the ONNX Runtime runs are compared with it, the tracking tests read its store. Read-only."""
+def page_sweep_once(tmp_path_factory: pytest.TempPathFactory, sample_eval_root: Path, name: str, command: str) -> Path:
+    """A page's sweep ``command`` run to completion once per session (:func:`made_once`), whichever xdist
+    worker asks first, on a project root of its own linked to the sample; its sweep folder (SWEEP)."""
     from cli import run_cli
     from doc_commands import page_command
 
     def make(root: Path) -> None:
         link_sample(root, sample_eval_root)
-        command = "python run_eval.py -m experiment=demo data.protocol=1 backend=pytorch logger=mlflow hydra.sweep.dir=SWEEP"
         done = run_cli(root, *page_command(command, SWEEP=root / "sweep")[2:])
         assert done.returncode == 0, done.describe()
 
-    return made_once(tmp_path_factory, "demo_sweep", make) / "sweep"
+    return made_once(tmp_path_factory, name, make) / "sweep"
+
+
+@pytest.fixture(scope="session")
+def demo_sweep_p1(sample_eval_root, tmp_path_factory) -> Path:
+    """The demo sweep, all four variants, on protocol 1 with a fresh crop cache (the root's own), through the
+    PyTorch engine, tracked with MLflow: docs/tracking.md's command as the page shows it. Made once per
+    session. The sweep-report tests read it, the ONNX Runtime runs are compared with it, the tracking tests
+    read its store. Read-only."""
+    command = "python run_eval.py -m experiment=demo data.protocol=1 backend=pytorch logger=mlflow hydra.sweep.dir=SWEEP"
+    return page_sweep_once(tmp_path_factory, sample_eval_root, "demo_sweep", command)
 
 
 @pytest.fixture(scope="session")
@@ -342,14 +348,6 @@ def default_engine_p1(sample_eval_root, tmp_path_factory) -> Path:
     """XS and S of the demo on protocol 1, one process, default settings (on this CPU: ONNX Runtime on the
     cached export), tracked with TensorBoard: the single run that torchrun and SLURM launches of the same
     command are compared with, and the one-process run of test_evaluate.py (its TensorBoard and DDP tests).
-    Made once per session (:func:`made_once`). Read-only."""
-    from cli import run_cli
-    from doc_commands import page_command
-
-    def make(root: Path) -> None:
-        link_sample(root, sample_eval_root)
-        command = "python run_eval.py -m experiment=demo variant=XS,S data.protocol=1 logger=tensorboard hydra.sweep.dir=SWEEP"
-        done = run_cli(root, *page_command(command, SWEEP=root / "sweep")[2:])
-        assert done.returncode == 0, done.describe()
-
-    return made_once(tmp_path_factory, "default_engine_p1", make) / "sweep"
+    Made once per session. Read-only."""
+    command = "python run_eval.py -m experiment=demo variant=XS,S data.protocol=1 logger=tensorboard hydra.sweep.dir=SWEEP"
+    return page_sweep_once(tmp_path_factory, sample_eval_root, "default_engine_p1", command)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -96,8 +97,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """The session's shared ONNX export cache (``cli.SHARED_EXPORTS``) goes with the session that made it
     (under xdist the controller, once every worker is done), not with a worker or a nested pytest."""
     if SESSION_OWNER == str(os.getpid()):
-        import shutil
-
         shutil.rmtree(SHARED_EXPORTS, ignore_errors=True)
 
 
@@ -107,8 +106,6 @@ def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callabl
     The folder is in the session's shared temporary folder (each worker's own is a folder inside it). A
     ``make`` that fails leaves no mark, so the next worker that asks tries again and fails with its own error.
     """
-    import shutil
-
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
@@ -275,8 +272,6 @@ def synthetic_sample(sample_eval_root) -> Path:
 @pytest.fixture()
 def copy_sample_data(synthetic_sample):
     """``copy(dest)``: a private copy of the sample without its checkpoints (about 4 MB), for tests that alter files."""
-    import shutil
-
     def copy(dest: Path) -> Path:
         shutil.copytree(synthetic_sample, dest, ignore=shutil.ignore_patterns("checkpoints"))
         return Path(dest)

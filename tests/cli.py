@@ -2,9 +2,9 @@
 
 Every run is a process of its own running this checkout's code (``src/`` first on PYTHONPATH), started in
 the checkout, with its outputs, caches and sample under a project root of the test's choosing
-(``CONVNEXTPOSE_EVAL_ROOT``), so no test writes into the checkout or reads another test's files. Runs to
-completion are forked from a server that has the third-party packages imported (``tests/forkserver.py``);
-``fresh=True`` and every started run (``start_cli``) are new interpreters.
+(``CONVNEXTPOSE_EVAL_ROOT``), so no test writes into the checkout or reads another test's files. Runs, to
+completion or started and signalled (``start_cli``), are forked from a server that has the third-party
+packages imported (``tests/forkserver.py``); ``fresh=True`` runs are new interpreters.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -187,15 +188,20 @@ def _stop_server(server: subprocess.Popen[str], path: Path) -> None:
     path.with_suffix(".log").unlink(missing_ok=True)
 
 
+def _request_run(connection: socket.socket, command: list[str], cwd: Path, env: Mapping[str, str], out: str, err: str) -> tuple[IO[str], int]:
+    """Ask the fork server for a run of ``command`` (``python ARGS``); its replies and the run's pid."""
+    connection.connect(str(_forkserver_socket()))
+    request = {"argv": command[1:], "cwd": str(cwd), "env": dict(env), "stdout": out, "stderr": err}
+    connection.sendall((json.dumps(request) + "\n").encode())
+    replies = connection.makefile("r")
+    return replies, int(replies.readline())
+
+
 def _forked(command: list[str], cwd: Path, env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:
     """Run ``command`` (``python ARGS``) as a child of the fork server; its exit status and both streams."""
     with tempfile.TemporaryDirectory(prefix="convnextpose-eval-run-") as scratch, socket.socket(socket.AF_UNIX) as connection:
         out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
-        connection.connect(str(_forkserver_socket()))
-        request = {"argv": command[1:], "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
-        connection.sendall((json.dumps(request) + "\n").encode())
-        replies = connection.makefile("r")
-        pid = int(replies.readline())
+        replies, pid = _request_run(connection, command, cwd, env, str(out), str(err))
         connection.settimeout(timeout)
         try:
             status = replies.readline()
@@ -210,24 +216,86 @@ def _forked(command: list[str], cwd: Path, env: Mapping[str, str], timeout: floa
         return int(status), out.read_text(), err.read_text()
 
 
+class ForkedRun:
+    """A run started through the fork server with the part of ``subprocess.Popen``'s interface the tests use
+    (``args``, ``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``, ``communicate``).
+    Signals go to the run's own pid, as they would to a fresh interpreter's."""
+
+    def __init__(self, command: list[str], cwd: Path, env: Mapping[str, str], capture: bool) -> None:
+        self.args = command
+        self.returncode: int | None = None
+        self._scratch = Path(tempfile.mkdtemp(prefix="convnextpose-eval-run-"))
+        self._capture = capture
+        target = (lambda name: str(self._scratch / name)) if capture else (lambda name: os.devnull)
+        self._connection = socket.socket(socket.AF_UNIX)
+        replies, self.pid = _request_run(self._connection, command, cwd, env, target("stdout"), target("stderr"))
+        self._ended = threading.Event()
+        threading.Thread(target=self._await_status, args=(replies,), daemon=True).start()
+
+    def _await_status(self, replies: IO[str]) -> None:
+        status = replies.readline()
+        # A status line that never came: the server lost the run; report it as killed.
+        self.returncode = int(status) if status.strip() else -signal.SIGKILL
+        self._connection.close()
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        """Wait for the end; what the run printed (None for streams not captured). Its files go with it."""
+        self.wait(timeout)
+        if not self._capture:
+            streams: tuple[str | None, str | None] = (None, None)
+        else:
+            streams = ((self._scratch / "stdout").read_text(errors="replace"), (self._scratch / "stderr").read_text(errors="replace"))
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        return streams
+
+
+# What start_cli returns: either kind answers what the helpers below ask of it.
+Started = ForkedRun | subprocess.Popen[str]
+
+
 def start_cli(
     root: Path | None,
     *args: str,
     module: str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path = PROJECT_ROOT,
-    stdout: int | IO[Any] | None = subprocess.PIPE,
-    stderr: int | IO[Any] | None = subprocess.PIPE,
+    capture: bool = True,
     shared_exports: bool = True,
-) -> subprocess.Popen[str]:
-    """Start a tool and return at once, for tests that signal it or run others beside it."""
+) -> Started:
+    """Start a tool and return at once, for tests that signal it or run others beside it: forked from the
+    session's server on Linux (:class:`ForkedRun`), a fresh interpreter elsewhere. ``capture=False`` sends
+    both streams to /dev/null."""
     if shared_exports:
         share_exports(root, args)
     command = cli_command(*args, module=module)
-    return subprocess.Popen(command, cwd=cwd, env=cli_env(root, env), stdout=stdout, stderr=stderr, text=True)
+    environment = cli_env(root, env)
+    if sys.platform.startswith("linux"):
+        return ForkedRun(command, cwd, environment, capture)
+    stream = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(command, cwd=cwd, env=environment, stdout=stream, stderr=stream, text=True)
 
 
-def finish(process: subprocess.Popen[str], timeout: float = DEFAULT_TIMEOUT_S) -> CliRun:
+def finish(process: Started, timeout: float = DEFAULT_TIMEOUT_S) -> CliRun:
     """Wait for a started tool and collect what it printed (the time counts from this call)."""
     started = time.monotonic()
     try:
@@ -239,7 +307,7 @@ def finish(process: subprocess.Popen[str], timeout: float = DEFAULT_TIMEOUT_S) -
     return CliRun(command, process.returncode, out or "", err or "", time.monotonic() - started)
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str, timeout: float = 300.0, poll_s: float = 0.1) -> None:
+def wait_for(condition: Callable[[], bool], process: Started, what: str, timeout: float = 300.0, poll_s: float = 0.1) -> None:
     """Poll until ``condition()`` holds while ``process`` is still running; fail naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -251,7 +319,7 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what
 
 
 @contextmanager
-def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+def reaped(process: Started) -> Iterator[Started]:
     """Kill a started tool on the way out if it is still running, so a failed test leaves no process behind."""
     try:
         yield process

@@ -10,8 +10,10 @@ run loads the checkout's code itself, as a fresh interpreter would.
 
 What differs from a fresh interpreter, and so stays with ``subprocess`` (``tests/cli.py``, ``fresh=True``):
 warnings and output printed while the third-party packages import (they went to the server's stderr),
-environment variables those packages read at import, and the interpreter's own start-up. Runs that are
-signalled or watched while they run also use a real subprocess (``start_cli``).
+environment variables those packages read at import, and the interpreter's own start-up. The one such
+variable tests set, ``OMP_NUM_THREADS`` (PyTorch's thread count, which ONNX Runtime's follows here), is
+applied to the run as PyTorch would have read it. The server never computes, so its forked runs may use
+any number of threads (a process forked after OpenMP threads have run can hang in its next parallel loop).
 
 Protocol, one connection per run: the client sends one JSON line (``argv``, ``cwd``, ``env``, ``stdout``,
 ``stderr``: file paths); the server answers the run's pid on one line, then its exit status on another, in
@@ -107,6 +109,9 @@ def run(request: dict) -> None:
         os.dup2(opened, fd)
         os.close(opened)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    threads = request["env"].get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
     argv = request["argv"]
     extra_path = [entry for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
     interrupted = False

@@ -316,9 +316,12 @@ def test_a_one_task_allocation_refuses_two_devices_in_one_line(root, tmp_path):
 def test_sigusr2_before_the_time_limit_ends_the_job_with_one_line_and_failure_json(root, tmp_path):
     out = tmp_path / "out"
     name = f"usr2-{os.getpid()}"
+    # A crash instead of the one line (seen once in many runs, 2026-12-07: "task 0: Segmentation fault", never
+    # reproduced since) then shows where each thread was.
     process = subprocess.Popen(["srun", "-n1", "--partition=debug", f"--job-name={name}", "python", "run_eval.py", *FAILING,
                                 "trainer=cpu", f"hydra.run.dir={out}"],
-                               cwd=PROJECT_ROOT, env=cli_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               cwd=PROJECT_ROOT, env=cli_env(root, {"PYTHONFAULTHANDLER": "1"}), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_for(lambda: (out / ".convnextpose_eval.lock").exists(), process, "the run's lock", timeout=120)
         subprocess.run(["scancel", "--signal=USR2", f"--name={name}"], check=True, timeout=30)

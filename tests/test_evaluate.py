@@ -1,8 +1,8 @@
 """End-to-end runs of run_eval.py on the generated sample: DDP exactness, sweeps, reports, oracle, kills.
 
-Launches (DDP, the killed run) are real subprocesses; runs whose files or exit status are the point, not the
-process, go through the real entry point in this process (tests/inprocess.py), without a new interpreter's
-start-up. The one-process XS run is the session's ``default_engine_p1`` (conftest.py), shared with the
+Launches (DDP, the killed run) are processes of their own (tests/cli.py); runs whose files or exit status
+are the point, not the process, go through the real entry point in this process (tests/inprocess.py),
+without a new interpreter's start-up. The one-process XS run is the session's ``default_engine_p1`` (conftest.py), shared with the
 cluster tests.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -186,7 +185,7 @@ def test_killed_run_leaves_nothing_and_rerun_completes(env_root, single_xs, monk
     out = env_root / "killed"
     cache = env_root / "kill_cache"
     args = (*XS_P1, "data.batch_size=2", "data.num_workers=0", f"paths.cache_dir={cache}", f"hydra.run.dir={out}")
-    process = start_cli(env_root, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_cli(env_root, *args, capture=False)
     # Kill once the crop store exists: the test set is read and checked, inference is starting.
     wait_for(lambda: bool(list((cache / "crops").rglob("rows.u8"))), process, "the crop store", poll_s=0.2)
     process.send_signal(signal.SIGKILL)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_EVAL = PROJECT_ROOT / "run_eval.py"

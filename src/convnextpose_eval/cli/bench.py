@@ -247,7 +247,7 @@ def run_bench(settings: EvalConfig, scratch: Path) -> dict[str, object]:
     measured = _rounds({**passes, **pipelines}, repeats)
     best = {name: min(measured[name]) for name in passes}
     piped = {name: PipelineRun(runs[0].mpjpe, min(r.loop_s for r in runs), min(r.fixed_s for r in runs), runs[0].images_cross_checked)
-             for name, runs in ((name, measured[name]) for name in pipelines)}  # fmt: skip
+             for name, runs in measured.items() if name in pipelines}  # fmt: skip
 
     def data_pass() -> None:
         done = 0

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from cli import PROJECT_ROOT, cli_env, run_cli, share_exports, wait_for
 from doc_commands import page_command
+from figures import assert_same_figures
 
 pytestmark = pytest.mark.slow
 
@@ -60,31 +61,6 @@ def run(command: list[str], root: Path, timeout: float = 300, env: dict[str, str
 
 def describe(done: subprocess.CompletedProcess) -> str:
     return f"{' '.join(map(str, done.args))}\nexit {done.returncode}\n--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-4000:]}"
-
-
-def figures(results: dict) -> dict[str, float | None]:
-    """Every figure of results.json (overall, action average, per action/subject/joint), flattened to path -> value."""
-    flat: dict[str, float | None] = {}
-
-    def walk(prefix: str, node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}/{key}", value)
-        elif node is None or isinstance(node, (int, float)):
-            flat[prefix] = node
-
-    for block in ("metrics", "action_average", "per_action", "per_subject", "per_joint"):
-        walk(block, results[block])
-    flat["num_samples"] = results["num_samples"]
-    return flat
-
-
-def assert_single_run_figures(results: dict, single: dict) -> None:
-    ours, theirs = figures(results), figures(single)
-    assert ours.keys() == theirs.keys() and len(ours) > 100
-    for key, value in theirs.items():
-        other = ours[key]
-        assert (value is None) == (other is None) and (value is None or abs(other - value) <= TOLERANCE_MM), (key, other, value)
 
 
 def assert_written_by_rank_zero_only(folder: Path, world_size: int) -> None:
@@ -132,7 +108,7 @@ def test_torchrun_one_node_two_ranks_gives_the_single_run(root, single, tmp_path
     done = run(page_command(TORCHRUN_ONE_NODE, OUT=out), root)
     assert done.returncode == 0, describe(done)
     assert_written_by_rank_zero_only(out, world_size=2)
-    assert_single_run_figures(read(out / "results.json"), single["XS"])
+    assert_same_figures(read(out / "results.json"), single["XS"], TOLERANCE_MM)
     assert "another run is writing here" not in done.stderr and not (out / "traceback.txt").exists()
 
 
@@ -151,7 +127,7 @@ def test_torchrun_two_nodes_sharing_one_run_dir_give_the_single_run(root, single
     results = read(out / "results.json")
     assert results["throughput"]["num_nodes"] == 2
     assert_written_by_rank_zero_only(out, world_size=2)
-    assert_single_run_figures(results, single["XS"])
+    assert_same_figures(results, single["XS"], TOLERANCE_MM)
 
 
 TIMEOUT_S = 10
@@ -283,7 +259,7 @@ def test_slurm_ddp_sweep_with_the_shipped_defaults_gives_the_single_runs(root, s
     assert done.returncode == 0, describe(done)
     for job, variant in (("0_XS", "XS"), ("1_S", "S")):
         assert_written_by_rank_zero_only(sweep / job, world_size=2)
-        assert_single_run_figures(read(sweep / job / "results.json"), single[variant])
+        assert_same_figures(read(sweep / job / "results.json"), single[variant], TOLERANCE_MM)
     assert {v: e["status"] for v, e in _entries(sweep).items()} == {"XS": "ok", "S": "ok"}
     # One log per task (rank) under .submitit/, and every SLURM job completed.
     logs = sorted(p.name for p in (sweep / ".submitit").rglob("*_log.out"))
@@ -297,7 +273,7 @@ def test_srun_two_tasks_gives_the_single_run(root, single, tmp_path):
     done = run(page_command(SRUN, OUT=out), root)
     assert done.returncode == 0, describe(done)
     assert_written_by_rank_zero_only(out, world_size=2)
-    assert_single_run_figures(read(out / "results.json"), single["XS"])
+    assert_same_figures(read(out / "results.json"), single["XS"], TOLERANCE_MM)
 
 
 @needs_slurm
@@ -366,7 +342,7 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     states = _job_states(sweep)
     assert sorted(state for state, _ in states.values()) == ["COMPLETED", "FAILED"], states
     assert_written_by_rank_zero_only(sweep / "0_XS", world_size=1)
-    assert_single_run_figures(read(sweep / "0_XS" / "results.json"), single["XS"])
+    assert_same_figures(read(sweep / "0_XS" / "results.json"), single["XS"], TOLERANCE_MM)
     kept = (sweep / "0_XS" / "results.json").stat().st_mtime_ns
 
     (checkpoints / "ConvNeXtPose_S.tar").write_bytes(good)
@@ -376,7 +352,7 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     entries = _entries(sweep)
     assert {v: e["status"] for v, e in entries.items()} == {"XS": "ok", "S": "ok"}
     assert_written_by_rank_zero_only(sweep / "1_S", world_size=1)
-    assert_single_run_figures(read(sweep / "1_S" / "results.json"), single["S"])
+    assert_same_figures(read(sweep / "1_S" / "results.json"), single["S"], TOLERANCE_MM)
     assert not (sweep / "1_S" / "failure.json").exists()
     # One log per task under .submitit/: both sweeps submit both jobs; the kept one finds its files proven and
     # stops. Every job but the first sweep's broken one completed.

@@ -190,6 +190,24 @@ def test_checked_paths_are_absolute(compose, eval_root, monkeypatch):
     assert settings.paths.checkpoint_dir == eval_root / "outputs" / "checkpoints"
 
 
+@pytest.mark.parametrize("overrides", [("experiment=demo", "variant=XS"), ("experiment=demo", "variant=L", "logger=mlflow", "trainer=ddp"),
+                                       ("variant=auto", "data.root=data", "flip_test=false", "backend=onnxruntime")])  # fmt: skip
+def test_checked_settings_as_plain_containers_are_what_omegaconf_makes_of_them(compose, eval_root, monkeypatch, overrides):
+    """``as_plain`` walks a checked schema object itself; OmegaConf's own conversion of the same object is the
+    second implementation it must equal, for the whole config and every released variant."""
+    from convnextpose_eval.config.compose import as_plain
+
+    monkeypatch.chdir(eval_root)
+    (eval_root / "data").mkdir()
+    settings = checked_config(compose(*overrides))
+
+    def omegaconf_plain(node) -> dict:
+        return OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)
+
+    plain = as_plain(settings)
+    assert plain == omegaconf_plain(settings) and plain["trainer"]["accelerator"] in ("cpu", "gpu", "cuda", "auto")
+    assert all(as_plain(node) == omegaconf_plain(node) for node in settings.released.values()) and len(settings.released) == 4
+
 # --------------------------------------------------------------------------- groups: data, trainers, paths, experiments
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli import run_cli
+from figures import assert_same_figures
 from onnx_hostile import hand_made_graph
 
 pytestmark = pytest.mark.slow
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.slow
 METRICS = ("mpjpe", "pa_mpjpe", "pa_mpjpe_scaled", "n_mpjpe", "pck3d_150", "auc3d")
 TOTAL_MM, PER_ACTION_MM = 1e-3, 5e-3
 XS_P1 = ("experiment=demo", "variant=XS", "data.protocol=1")
+DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 
 
 def read(path: Path) -> dict:
@@ -35,24 +37,25 @@ def root(eval_root_with_sample) -> Path:
 
 @pytest.fixture(scope="module")
 def racing_runs(root) -> dict:
-    """A two-job sweep and a two-rank DDP run started together on one empty export cache (crop stores apart)."""
+    """A two-job sweep whose jobs run as two spawned DDP ranks each, and a single run, started together on one
+    empty export cache (crop stores apart). Results: the sweep's jobs (flip test on, then off), the single run."""
     cache = root / "fresh_export_cache"
-    sweep, ddp = root / "sweep", root / "ddp"
+    sweep, single = root / "sweep", root / "single"
 
     def own_crops(name: str) -> tuple[str, ...]:
         return (f"data.crop_cache_dir={root / name / 'crops'}", f"data.index_cache_dir={root / name / 'index'}")
 
     commands = {
-        "sweep": ("-m", *XS_P1, "flip_test=true,false", f"paths.cache_dir={cache}", *own_crops("sweep_data"), f"hydra.sweep.dir={sweep}"),
-        "ddp": (*XS_P1, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", f"paths.cache_dir={cache}",
-                *own_crops("ddp_data"), f"hydra.run.dir={ddp}"),
+        "ddp_sweep": ("-m", *XS_P1, "flip_test=true,false", *DDP, f"paths.cache_dir={cache}", *own_crops("sweep_data"),
+                      f"hydra.sweep.dir={sweep}"),
+        "single": (*XS_P1, f"paths.cache_dir={cache}", *own_crops("single_data"), f"hydra.run.dir={single}"),
     }  # fmt: skip
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = dict(zip(commands, pool.map(lambda args: run_cli(root, *args, shared_exports=False), commands.values())))
     for run in done.values():
         assert run.returncode == 0, run.describe()
-    return {"cache": cache, "results": [read(sweep / "0_XS" / "results.json"), read(sweep / "1_XS" / "results.json"),
-                                        read(ddp / "results.json")]}  # fmt: skip
+    return {"cache": cache, "sweep": sweep, "results": [read(sweep / "0_XS" / "results.json"), read(sweep / "1_XS" / "results.json"),
+                                                        read(single / "results.json")]}  # fmt: skip
 
 
 def test_a_sweep_and_ddp_ranks_share_one_cached_export(racing_runs):
@@ -64,9 +67,24 @@ def test_a_sweep_and_ddp_ranks_share_one_cached_export(racing_runs):
     # Whoever took the lock first exported; everyone else waited for it and reused the file.
     assert sorted(entry["cache"]["hit"] for entry in onnx) == [False, True, True]
     assert all(entry["source_verified"] is True for entry in onnx)
-    ddp = racing_runs["results"][2]
-    assert ddp["throughput"]["devices"] == 2 and ddp["num_samples"] == 23
-    assert ddp["checkpoint"]["sha256"] == onnx[2]["verification"]["checkpoint_sha256"] == onnx[2]["source_checkpoint_sha256"]
+    first_job = racing_runs["results"][0]
+    assert first_job["throughput"]["devices"] == 2 and first_job["num_samples"] == 23
+    assert first_job["checkpoint"]["sha256"] == onnx[0]["verification"]["checkpoint_sha256"] == onnx[0]["source_checkpoint_sha256"]
+
+
+def test_ddp_inside_a_sweep_writes_one_folder_per_job(racing_runs, root):
+    """Each job's ranks write its own folder and no other: none re-runs the sweep; the job with the single run's
+    settings gives its figures, the other (no flip test) differs from it."""
+    sweep = racing_runs["sweep"]
+    first_job, second_job, single = racing_runs["results"]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_XS", "1_XS"]
+    assert [(job["flip_test"], job["throughput"]["devices"]) for job in (first_job, second_job)] == [(True, 2), (False, 2)]
+    assert_same_figures(first_job, single, tolerance_mm=1e-4)
+    assert second_job["num_samples"] == 23 and second_job["metrics"]["mpjpe"] != single["metrics"]["mpjpe"]
+    assert not (root / "outputs" / "runs").exists() and not (root / "outputs" / "sweeps").exists()
+    entries = read(sweep / "benchmark_results.json")["entries"]
+    assert [(e["variant"], e["status"]) for e in entries] == [("XS", "ok"), ("XS", "ok")]
 
 
 def test_the_default_cpu_path_scores_as_pytorch(default_engine_p1, demo_sweep_p1):

@@ -119,21 +119,6 @@ def test_every_variant_scores_as_pytorch(onnx_sweep, demo_sweep_p1, exports):
     assert report.count("(onnxruntime)") == 4
 
 
-def test_ddp_counts_every_image_once(side_runs, onnx_sweep):
-    future, facts = side_runs["ddp"]
-    done = future.result()
-    assert done.returncode == 0, done.describe()
-    out = facts["out"]
-    ddp, single = read(out / "results.json"), read(onnx_sweep / "0_XS" / "results.json")
-    assert ddp["throughput"]["devices"] == 2 and ddp["inference"]["backend"] == "onnxruntime"
-    ids = [p["image_id"] for p in read(out / "predictions.json")]
-    assert len(ids) == len(set(ids)) == ddp["num_samples"] == 23
-    for name in METRICS:
-        assert abs(ddp["metrics"][name] - single["metrics"][name]) < 1e-4, name
-    for action, scores in ddp["per_action"].items():
-        assert abs(scores["mpjpe"] - single["per_action"][action]["mpjpe"]) < 1e-4, action
-
-
 def _refused(done, *fragments: str) -> str:
     assert done.returncode == 2, done.describe()
     assert len(done.error_lines) == 1 and "Traceback" not in done.stderr, done.describe()
@@ -144,8 +129,9 @@ def _refused(done, *fragments: str) -> str:
 
 @pytest.fixture(scope="module")
 def side_runs(onnx_root, exports, sample_checkpoints, tmp_path_factory) -> dict[str, tuple[Future, dict]]:
-    """Case -> (Future of the command's run, facts): a DDP run, and every way a user can hand the tool
-    the wrong file. Started as soon as the files exist, two at a time, beside the sweep."""
+    """Case -> (Future of the command's run, facts): every way a user can hand the tool the wrong file.
+    Started as soon as the files exist, two at a time, beside the sweep. (ONNX Runtime under DDP, on the
+    cached export: test_evaluate.py and test_onnx_cache.py.)"""
     base = tmp_path_factory.mktemp("onnx_side_runs")
     xs_file, l_file = Path(exports["XS"]["path"]), Path(exports["L"]["path"])
     truncated, foreign, empty = base / "truncated.onnx", base / "checkpoint.onnx", base / "empty.onnx"
@@ -157,8 +143,6 @@ def side_runs(onnx_root, exports, sample_checkpoints, tmp_path_factory) -> dict[
     shutil.copy(xs_file, only_xs / "ConvNeXtPose_XS.onnx")
     demo_xs = ("experiment=demo", "variant=XS", *ONNX)
     cases = {
-        "ddp": (("experiment=demo", "variant=XS", "data.protocol=1", *ONNX, f"onnx_path={onnx_root / 'exported'}",
-                 "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"), {}),
         "l_as_xs": ((*demo_xs, f"onnx_path={l_file}", f"paths.cache_dir={base / 'l_as_xs_cache'}"), {}),
         "truncated": ((*demo_xs, f"onnx_path={truncated}"), {"fragments": (str(truncated), "truncated")}),
         "checkpoint": ((*demo_xs, f"onnx_path={foreign}"), {"fragments": (str(foreign), "zip archive")}),

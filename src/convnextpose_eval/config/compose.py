@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 
@@ -31,10 +33,25 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def as_plain(node: Any) -> Any:
-    """A config node or schema object as plain containers (enums as their names), for code outside the config room."""
-    if not isinstance(node, DictConfig):
-        node = OmegaConf.structured(node)
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    """A config node or schema object as plain containers (enums as their names), for code outside the config room.
+
+    A checked schema object holds resolved values already, so it is walked directly: going through
+    ``OmegaConf.structured`` as a composed node does costs about 40 ms per variant, several times a run."""
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return _plain(node)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _plain(getattr(value, item.name)) for item in fields(value)}
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def variant_table(cfg: Any) -> dict[str, dict[str, Any]]:

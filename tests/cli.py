@@ -281,13 +281,14 @@ def start_cli(
     cwd: Path = PROJECT_ROOT,
     capture: bool = True,
     shared_exports: bool = True,
+    as_written: bool = False,
 ) -> Started:
     """Start a tool and return at once, for tests that signal it or run others beside it: forked from the
     session's server on Linux (:class:`ForkedRun`), a fresh interpreter elsewhere. ``capture=False`` sends
-    both streams to /dev/null."""
+    both streams to /dev/null; ``as_written``: the arguments alone, as :func:`run_cli`'s."""
     if shared_exports:
         share_exports(root, args)
-    command = cli_command(*args, module=module)
+    command = cli_command(*args, module=module, quiet=not as_written)
     environment = cli_env(root, env)
     if sys.platform.startswith("linux"):
         return ForkedRun(command, cwd, environment, capture)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cli import PROJECT_ROOT, cli_env
+from cli import PROJECT_ROOT, start_cli
 from inprocess import run_in_process
 from omegaconf import DictConfig
 
@@ -134,10 +132,17 @@ def test_demo_with_a_data_root_that_is_not_a_sample_is_refused(root, tmp_path, m
 def _run_hint(command: str, root: Path, original: str) -> str:
     """Run a printed command: it must succeed, fail for another reason, or get past every up-front check into
     a job, where it is stopped (the demo sweeps are minutes of work). A job has started once Hydra has saved
-    its composed config in the job's folder, named after its variant."""
-    argv = shlex.split(command)
-    argv = [sys.executable, *argv[1:]] if argv[0] == "python" else [sys.executable, "-m", MODULE, *argv[1:]]
-    process = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=cli_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    its composed config in the job's folder, named after its variant. Started as the other runs are
+    (``cli.start_cli``: forked from the session's pre-imported server), with the printed words alone."""
+    words = shlex.split(command)
+    if words[0] != "python":  # the console script is the package's module
+        module, args = MODULE, words[1:]
+    elif words[1] == "-m":
+        module, args = words[2], words[3:]
+    else:
+        assert words[1] == "run_eval.py", command
+        module, args = None, words[2:]
+    process = start_cli(root, *args, module=module, as_written=True, shared_exports=False)
     outputs, deadline = root / "outputs", time.monotonic() + 120
     try:
         while process.poll() is None and time.monotonic() < deadline:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli import PROJECT_ROOT
+from cli import PROJECT_ROOT, share_exports
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,7 @@ def test_installed_copy_evaluates_in_a_notebook_through_the_api_and_the_module(e
     from nbclient import NotebookClient
 
     root = eval_root_with_sample("notebook")
+    share_exports(root, ())  # the session's ONNX exports: the runs here export nothing (the export is tested elsewhere)
     venv = _install(tmp_path)
     _kernel_spec(venv, tmp_path / "jupyter")
     elsewhere = tmp_path / "elsewhere"

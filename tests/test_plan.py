@@ -98,7 +98,7 @@ def test_one_run_reads_and_hashes_each_input_file_once(sample_eval_root, synthet
     onnx_file = tmp_path / "xs.onnx"
     assert export_main(["variant=XS", f"ckpt_path={ckpt}", f"export.path={onnx_file}"]) == 0
     FILES.clear()
-    result = evaluate("experiment=demo", "variant=XS", f"ckpt_path={ckpt}", f"onnx_path={onnx_file}",
+    result = evaluate("experiment=demo", "variant=XS", "data.protocol=1", f"ckpt_path={ckpt}", f"onnx_path={onnx_file}",
                       f"paths.cache_dir={tmp_path / 'cache'}", run_dir=tmp_path / "run")  # fmt: skip
     assert result.to_dict()["inference"]["onnx"]["source_verified"] is True
     reads = {(kind, Path(path).name): count for (kind, path), count in FILES.reads.items()}

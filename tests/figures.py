@@ -1,7 +1,8 @@
 """Every figure of a results.json, flattened, and the check that two runs of one command agree on all of them.
 
-The launches (DDP, torchrun, SLURM, a rerun after a kill) must give the single-process run's figures: overall,
-action average, per action, per subject and per joint, with the sample counts, to a tolerance in mm.
+The launches (DDP, torchrun, SLURM) and the reruns (after a kill, a failed write, an edited file) must give the
+single clean run's figures: overall, action average, per action, per subject and per joint, with the sample
+counts, to a tolerance in mm.
 """
 
 from __future__ import annotations

@@ -82,25 +82,3 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *args: str, shar
 def read_json(path: Path) -> dict:
     with open(path) as handle:
         return json.load(handle)
-
-
-def figures(results: dict) -> dict[str, float | None]:
-    """Every number results.json reports about accuracy, flattened: overall, action average, per action,
-    per subject, per joint, and the sample counts."""
-    flat: dict[str, float | None] = {"num_samples": results["num_samples"]}
-    for block in ("metrics", "action_average"):
-        flat.update({f"{block}.{name}": value for name, value in results[block].items()})
-    for block in ("per_action", "per_subject", "per_joint"):
-        for group, values in results[block].items():
-            flat.update({f"{block}.{group}.{name}": value for name, value in values.items()})
-    return flat
-
-
-def assert_same_figures(a: dict, b: dict, tol: float = 1e-9) -> None:
-    fa, fb = figures(a), figures(b)
-    assert fa.keys() == fb.keys()
-    for key, value in fa.items():
-        other = fb[key]
-        assert (value is None) == (other is None), key
-        if value is not None:
-            assert abs(value - other) <= tol, f"{key}: {value} vs {other}"

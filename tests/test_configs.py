@@ -204,9 +204,13 @@ def test_checked_settings_as_plain_containers_are_what_omegaconf_makes_of_them(c
     def omegaconf_plain(node) -> dict:
         return OmegaConf.to_container(OmegaConf.structured(node), resolve=True, enum_to_str=True)
 
+    # repr, not ==: 1 and 1.0, True and 1, a Path and its text must not pass for each other.
     plain = as_plain(settings)
-    assert plain == omegaconf_plain(settings) and plain["trainer"]["accelerator"] in ("cpu", "gpu", "cuda", "auto")
-    assert all(as_plain(node) == omegaconf_plain(node) for node in settings.released.values()) and len(settings.released) == 4
+    assert repr(plain) == repr(omegaconf_plain(settings)) and plain["trainer"]["accelerator"] in ("cpu", "gpu", "cuda", "auto")
+    assert all(repr(as_plain(node)) == repr(omegaconf_plain(node)) for node in settings.released.values()) and len(settings.released) == 4
+    with pytest.raises(TypeError, match="not dict"):
+        as_plain({"a": 1})
+
 
 # --------------------------------------------------------------------------- groups: data, trainers, paths, experiments
 

@@ -79,6 +79,7 @@ def test_ddp_two_processes_equal_one_process(env_root, single_xs_dir, single_xs)
     assert results["throughput"]["devices"] == 2 and results["inference"]["backend"] == "onnxruntime"
     assert results["inference"]["onnx"]["sha256"] == single_xs["inference"]["onnx"]["sha256"]
     assert_same_figures(results, single_xs, tolerance_mm=1e-4)
+    assert len(results["per_joint"]) == 17
     # Tracked once, by rank 0, into the folder the launching process named: one CSV file with one row.
     logged, folder = csv_logged(out)
     assert logged == expected_metrics(results) and folder == out / "csv" / "version_0"

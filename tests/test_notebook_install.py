@@ -74,7 +74,8 @@ def test_installed_copy_evaluates_in_a_notebook_through_the_api_and_the_module(e
     from nbclient import NotebookClient
 
     root = eval_root_with_sample("notebook")
-    share_exports(root, ())  # the session's ONNX exports: the runs here export nothing (the export is tested elsewhere)
+    # The session's ONNX exports: the runs here need not export (the installed copy's export code is the checkout's, tested there).
+    share_exports(root, ())
     venv = _install(tmp_path)
     _kernel_spec(venv, tmp_path / "jupyter")
     elsewhere = tmp_path / "elsewhere"

@@ -37,8 +37,8 @@ def root(eval_root_with_sample) -> Path:
 
 @pytest.fixture(scope="module")
 def racing_runs(root) -> dict:
-    """A two-job sweep whose jobs run as two spawned DDP ranks each, and a single run, started together on one
-    empty export cache (crop stores apart). Results: the sweep's jobs (flip test on, then off), the single run."""
+    """A two-job sweep (XS, then S) whose jobs run as two spawned DDP ranks each, and a single run of XS, started
+    together on one empty export cache (crop stores apart). Results: the sweep's jobs, then the single run."""
     cache = root / "fresh_export_cache"
     sweep, single = root / "sweep", root / "single"
 
@@ -46,45 +46,46 @@ def racing_runs(root) -> dict:
         return (f"data.crop_cache_dir={root / name / 'crops'}", f"data.index_cache_dir={root / name / 'index'}")
 
     commands = {
-        "ddp_sweep": ("-m", *XS_P1, "flip_test=true,false", *DDP, f"paths.cache_dir={cache}", *own_crops("sweep_data"),
-                      f"hydra.sweep.dir={sweep}"),
+        "ddp_sweep": ("-m", "experiment=demo", "variant=XS,S", "data.protocol=1", *DDP, f"paths.cache_dir={cache}",
+                      *own_crops("sweep_data"), f"hydra.sweep.dir={sweep}"),
         "single": (*XS_P1, f"paths.cache_dir={cache}", *own_crops("single_data"), f"hydra.run.dir={single}"),
     }  # fmt: skip
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = dict(zip(commands, pool.map(lambda args: run_cli(root, *args, shared_exports=False), commands.values())))
     for run in done.values():
         assert run.returncode == 0, run.describe()
-    return {"cache": cache, "sweep": sweep, "results": [read(sweep / "0_XS" / "results.json"), read(sweep / "1_XS" / "results.json"),
+    return {"cache": cache, "sweep": sweep, "results": [read(sweep / "0_XS" / "results.json"), read(sweep / "1_S" / "results.json"),
                                                         read(single / "results.json")]}  # fmt: skip
 
 
 def test_a_sweep_and_ddp_ranks_share_one_cached_export(racing_runs):
     exports = sorted(p.name for p in (racing_runs["cache"] / "onnx").glob("*.onnx"))
-    assert len(exports) == 1 and exports[0].startswith("ConvNeXtPose_XS-"), exports
+    assert len(exports) == 2 and exports[0].startswith("ConvNeXtPose_S-") and exports[1].startswith("ConvNeXtPose_XS-"), exports
     onnx = [results["inference"]["onnx"] for results in racing_runs["results"]]
     assert all(results["inference"]["backend"] == "onnxruntime" for results in racing_runs["results"])
-    assert len({entry["path"] for entry in onnx}) == 1 and len({entry["sha256"] for entry in onnx}) == 1
-    # Whoever took the lock first exported; everyone else waited for it and reused the file.
-    assert sorted(entry["cache"]["hit"] for entry in onnx) == [False, True, True]
+    xs_job, s_job, single = onnx
+    assert xs_job["path"] == single["path"] != s_job["path"] and xs_job["sha256"] == single["sha256"] != s_job["sha256"]
+    # Whoever took XS's lock first exported it; the other waited for it and reused the file. S's job exported S.
+    assert sorted([xs_job["cache"]["hit"], single["cache"]["hit"]]) == [False, True] and s_job["cache"]["hit"] is False
     assert all(entry["source_verified"] is True for entry in onnx)
     first_job = racing_runs["results"][0]
     assert first_job["throughput"]["devices"] == 2 and first_job["num_samples"] == 23
-    assert first_job["checkpoint"]["sha256"] == onnx[0]["verification"]["checkpoint_sha256"] == onnx[0]["source_checkpoint_sha256"]
+    assert first_job["checkpoint"]["sha256"] == xs_job["verification"]["checkpoint_sha256"] == xs_job["source_checkpoint_sha256"]
 
 
 def test_ddp_inside_a_sweep_writes_one_folder_per_job(racing_runs, root):
-    """Each job's ranks write its own folder and no other: none re-runs the sweep; the job with the single run's
-    settings gives its figures, the other (no flip test) differs from it."""
+    """Each job's ranks write its own folder and no other, with its own variant's checkpoint and export: none
+    re-runs the sweep; the XS job gives the single run's figures, the S job S's own."""
     sweep = racing_runs["sweep"]
-    first_job, second_job, single = racing_runs["results"]
+    xs_job, s_job, single = racing_runs["results"]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == ["0_XS", "1_XS"]
-    assert [(job["flip_test"], job["throughput"]["devices"]) for job in (first_job, second_job)] == [(True, 2), (False, 2)]
-    assert_same_figures(first_job, single, tolerance_mm=1e-4)
-    assert second_job["num_samples"] == 23 and second_job["metrics"]["mpjpe"] != single["metrics"]["mpjpe"]
+    assert jobs == ["0_XS", "1_S"]
+    assert [(job["variant"], job["throughput"]["devices"], job["num_samples"]) for job in (xs_job, s_job)] == [("XS", 2, 23), ("S", 2, 23)]
+    assert_same_figures(xs_job, single, tolerance_mm=1e-4)
+    assert s_job["checkpoint"]["sha256"] != xs_job["checkpoint"]["sha256"] and s_job["metrics"]["mpjpe"] != xs_job["metrics"]["mpjpe"]
     assert not (root / "outputs" / "runs").exists() and not (root / "outputs" / "sweeps").exists()
     entries = read(sweep / "benchmark_results.json")["entries"]
-    assert [(e["variant"], e["status"]) for e in entries] == [("XS", "ok"), ("XS", "ok")]
+    assert [(e["variant"], e["status"]) for e in entries] == [("XS", "ok"), ("S", "ok")]
 
 
 def test_the_default_cpu_path_scores_as_pytorch(default_engine_p1, demo_sweep_p1):
@@ -111,7 +112,7 @@ def test_the_default_cpu_path_scores_as_pytorch(default_engine_p1, demo_sweep_p1
 
 
 def test_a_hand_made_graph_is_refused_with_its_checkpoint_and_marked_unverified_without(racing_runs, root):
-    real = next((racing_runs["cache"] / "onnx").glob("*.onnx"))
+    real = next((racing_runs["cache"] / "onnx").glob("ConvNeXtPose_XS-*.onnx"))
     fake = hand_made_graph(real, root / "hand_made.onnx", input_size=256, offset_range=(5, 25))
     ckpt = root / "outputs" / "sample" / "checkpoints" / "ConvNeXtPose_XS.tar"
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from inprocess import assert_same_figures, read_json, run_in_process
+from figures import assert_same_figures
+from inprocess import read_json, run_in_process
 from killed_writes import clean_files, write_killed_by_file_size_limit
 
 from convnextpose_eval.data.crop_store import CropStore
@@ -243,7 +244,7 @@ def test_a_same_size_edit_with_its_mtime_restored_is_not_served_stale(data, tmp_
     out = tmp_path / "out"
     run = run_in_process(monkeypatch, tmp_path, *xs_args(data, out, cache, ckpt))
     assert run.returncode == 0, run.describe()
-    assert_same_figures(read_json(out / "results.json"), clean_run)
+    assert_same_figures(read_json(out / "results.json"), clean_run, tolerance_mm=1e-9)
 
 
 def test_an_annotated_size_edited_after_the_store_is_warm_is_refused_warm_and_cold(data, tmp_path, ckpt, monkeypatch) -> None:
@@ -326,7 +327,7 @@ def test_a_write_failure_is_one_line_and_the_same_command_then_succeeds(data, tm
     assert (out / "predictions.json").exists() and not (out / "results.json").exists(), _leftovers(out)
     rerun = run_in_process(monkeypatch, tmp_path, *args)
     assert rerun.returncode == 0, rerun.describe()
-    assert_same_figures(read_json(out / "results.json"), clean_run)
+    assert_same_figures(read_json(out / "results.json"), clean_run, tolerance_mm=1e-9)
     assert _leftovers(out) == ["predictions.json", "report.html", "results.json", "worst_cases.png"], _leftovers(out)
 
 

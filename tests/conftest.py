@@ -82,9 +82,9 @@ def pytest_configure(config: pytest.Config) -> None:
 # file handed out last ends the run on one worker while the other idles (50 s of a 10-minute run, before
 # this order). The first two need different session runs (``default_engine_p1``, ``demo_sweep_p1``), so
 # the two workers start by making one each instead of one waiting for the other.
-LONGEST_FILES = ("test_cluster_runs.py", "test_onnx_eval.py", "test_evaluate.py", "test_cli.py", "test_onnx_trust.py",
-                 "test_agreement.py", "test_deploy.py", "test_results_contract.py", "test_untrusted_inputs.py",
-                 "test_notebook_install.py")  # fmt: skip
+LONGEST_FILES = ("test_cluster_runs.py", "test_onnx_eval.py", "test_deploy.py", "test_agreement.py", "test_evaluate.py",
+                 "test_onnx_cache.py", "test_untrusted_inputs.py", "test_cli.py", "test_onnx_trust.py", "test_notebook_install.py",
+                 "test_results_contract.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

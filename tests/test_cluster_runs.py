@@ -108,7 +108,7 @@ def test_torchrun_one_node_two_ranks_gives_the_single_run(root, single, tmp_path
     done = run(page_command(TORCHRUN_ONE_NODE, OUT=out), root)
     assert done.returncode == 0, describe(done)
     assert_written_by_rank_zero_only(out, world_size=2)
-    assert_same_figures(read(out / "results.json"), single["XS"], TOLERANCE_MM)
+    assert_same_figures(read(out / "results.json"), single["XS"], tolerance_mm=TOLERANCE_MM)
     assert "another run is writing here" not in done.stderr and not (out / "traceback.txt").exists()
 
 
@@ -127,7 +127,7 @@ def test_torchrun_two_nodes_sharing_one_run_dir_give_the_single_run(root, single
     results = read(out / "results.json")
     assert results["throughput"]["num_nodes"] == 2
     assert_written_by_rank_zero_only(out, world_size=2)
-    assert_same_figures(results, single["XS"], TOLERANCE_MM)
+    assert_same_figures(results, single["XS"], tolerance_mm=TOLERANCE_MM)
 
 
 TIMEOUT_S = 10
@@ -259,7 +259,7 @@ def test_slurm_ddp_sweep_with_the_shipped_defaults_gives_the_single_runs(root, s
     assert done.returncode == 0, describe(done)
     for job, variant in (("0_XS", "XS"), ("1_S", "S")):
         assert_written_by_rank_zero_only(sweep / job, world_size=2)
-        assert_same_figures(read(sweep / job / "results.json"), single[variant], TOLERANCE_MM)
+        assert_same_figures(read(sweep / job / "results.json"), single[variant], tolerance_mm=TOLERANCE_MM)
     assert {v: e["status"] for v, e in _entries(sweep).items()} == {"XS": "ok", "S": "ok"}
     # One log per task (rank) under .submitit/, and every SLURM job completed.
     logs = sorted(p.name for p in (sweep / ".submitit").rglob("*_log.out"))
@@ -273,7 +273,7 @@ def test_srun_two_tasks_gives_the_single_run(root, single, tmp_path):
     done = run(page_command(SRUN, OUT=out), root)
     assert done.returncode == 0, describe(done)
     assert_written_by_rank_zero_only(out, world_size=2)
-    assert_same_figures(read(out / "results.json"), single["XS"], TOLERANCE_MM)
+    assert_same_figures(read(out / "results.json"), single["XS"], tolerance_mm=TOLERANCE_MM)
 
 
 @needs_slurm
@@ -342,7 +342,7 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     states = _job_states(sweep)
     assert sorted(state for state, _ in states.values()) == ["COMPLETED", "FAILED"], states
     assert_written_by_rank_zero_only(sweep / "0_XS", world_size=1)
-    assert_same_figures(read(sweep / "0_XS" / "results.json"), single["XS"], TOLERANCE_MM)
+    assert_same_figures(read(sweep / "0_XS" / "results.json"), single["XS"], tolerance_mm=TOLERANCE_MM)
     kept = (sweep / "0_XS" / "results.json").stat().st_mtime_ns
 
     (checkpoints / "ConvNeXtPose_S.tar").write_bytes(good)
@@ -352,7 +352,7 @@ def test_a_failed_slurm_job_shows_failed_and_resume_reruns_only_it(root, single,
     entries = _entries(sweep)
     assert {v: e["status"] for v, e in entries.items()} == {"XS": "ok", "S": "ok"}
     assert_written_by_rank_zero_only(sweep / "1_S", world_size=1)
-    assert_same_figures(read(sweep / "1_S" / "results.json"), single["S"], TOLERANCE_MM)
+    assert_same_figures(read(sweep / "1_S" / "results.json"), single["S"], tolerance_mm=TOLERANCE_MM)
     assert not (sweep / "1_S" / "failure.json").exists()
     # One log per task under .submitit/: both sweeps submit both jobs; the kept one finds its files proven and
     # stops. Every job but the first sweep's broken one completed.

@@ -2,8 +2,9 @@
 
 Launches (DDP, the killed run) are processes of their own (tests/cli.py); runs whose files or exit status
 are the point, not the process, go through the real entry point in this process (tests/inprocess.py),
-without a new interpreter's start-up. The one-process XS run is the session's ``default_engine_p1`` (conftest.py), shared with the
-cluster tests. A sweep whose jobs run as DDP ranks is test_onnx_cache.py's: it races a single run on an empty export cache.
+without a new interpreter's start-up. The one-process XS run is the session's ``default_engine_p1``
+(conftest.py), shared with the cluster tests. A sweep whose jobs run as DDP ranks is test_onnx_cache.py's:
+it races a single run on an empty export cache.
 """
 
 from __future__ import annotations
